@@ -1,0 +1,53 @@
+"""The exception tree of securechat.
+
+* :exc:`SecurechatError`: base class of everything below.
+
+  * :exc:`ProtocolError`: a client frame the server refuses. Carries the protocol
+    error ``code`` and a human ``message``; the server turns it into one ``error``
+    frame at one place and, unless ``fatal`` is set, the connection goes on.
+
+    * :exc:`FrameTooLarge`: a line longer than the frame limit (always fatal).
+
+  * :exc:`PasswordFileError`: the password file cannot be read or written.
+  * :exc:`PasswordTooLong`: bcrypt only uses 72 bytes; longer passwords are refused
+    rather than silently truncated.
+  * :exc:`CertificateError`: the certificate tool cannot do what it was asked.
+"""
+
+
+class SecurechatError(Exception):
+    """Base class of all securechat errors."""
+
+
+class ProtocolError(SecurechatError):
+    """A frame from the peer that breaks the protocol; becomes an ``error`` frame."""
+
+    def __init__(
+        self, code: str, message: str, *, ref: str | None = None, fatal: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.fatal = fatal
+
+
+class FrameTooLarge(ProtocolError):
+    """The peer sent more than the frame limit without a newline."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "frame_too_large", f"frame exceeds the limit of {limit} bytes", fatal=True
+        )
+
+
+class PasswordFileError(SecurechatError):
+    """The password file is unreadable, malformed or cannot be written."""
+
+
+class PasswordTooLong(SecurechatError):
+    """The password is longer than the 72 bytes bcrypt uses."""
+
+
+class CertificateError(SecurechatError):
+    """The certificate tool refused or failed (e.g. files exist without --force)."""
