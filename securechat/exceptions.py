@@ -36,9 +36,7 @@ class FrameTooLarge(ProtocolError):
     """The peer sent more than the frame limit without a newline."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            "frame_too_large", f"frame exceeds the limit of {limit} bytes", fatal=True
-        )
+        super().__init__("frame_too_large", f"frame exceeds the limit of {limit} bytes", fatal=True)
 
 
 class PasswordFileError(SecurechatError):

@@ -1,0 +1,415 @@
+"""Frames: the pydantic models of every frame of the wire protocol.
+
+Client frames form one discriminated union keyed on ``type``; they are strict
+(``"5"`` is not an id, ``true`` is not a string) and forbid unknown fields, so
+:func:`parse_client_frame` either returns a valid frame or raises a
+:exc:`~securechat.exceptions.ProtocolError` with code ``bad_frame``. Server frames
+are models too, so the protocol document (``securechat-schema``) is generated from
+this one module and the client can validate what it receives.
+
+This module does no I/O.
+"""
+
+import json
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from .exceptions import ProtocolError
+from .names import NAME_PATTERN
+
+MAX_TEXT_CHARS = 4000
+_ALLOWED_CONTROLS = frozenset("\n\t")
+
+
+def _check_text(value: str) -> str:
+    for ch in value:
+        if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
+            raise ValueError(f"control character U+{ord(ch):04X} is not allowed in text")
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("text is empty")
+    if len(stripped) > MAX_TEXT_CHARS:
+        raise ValueError(f"text is longer than {MAX_TEXT_CHARS} characters")
+    return stripped
+
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Text = Annotated[str, AfterValidator(_check_text)]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MessageId = Annotated[int, Field(ge=1)]
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """Server time as RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T02:20:28.123Z``."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+# ---------------------------------------------------------------- client frames
+
+
+class ClientFrame(BaseModel):
+    """Base of the frames a client sends; ``ref`` is echoed in the answer."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    ref: Ref | None = None
+
+
+class Login(ClientFrame):
+    type: Literal["login"]
+    user: Name
+    password: Annotated[str, StringConstraints(max_length=1024)]
+
+
+class Join(ClientFrame):
+    type: Literal["join"]
+    room: Name
+
+
+class Leave(ClientFrame):
+    type: Literal["leave"]
+    room: Name
+
+
+class Send(ClientFrame):
+    type: Literal["send"]
+    room: Name
+    text: Text
+
+
+class Edit(ClientFrame):
+    type: Literal["edit"]
+    room: Name
+    id: MessageId
+    text: Text
+
+
+class Delete(ClientFrame):
+    type: Literal["delete"]
+    room: Name
+    id: MessageId
+
+
+class Dm(ClientFrame):
+    type: Literal["dm"]
+    to: Name
+    text: Text
+
+
+class History(ClientFrame):
+    type: Literal["history"]
+    room: Name
+    before: MessageId | None = None
+    after: Annotated[int, Field(ge=0)] | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> Self:
+        if self.before is not None and self.after is not None:
+            raise ValueError("before and after cannot be used together")
+        return self
+
+
+class Rooms(ClientFrame):
+    type: Literal["rooms"]
+
+
+class Members(ClientFrame):
+    type: Literal["members"]
+    room: Name
+
+
+class Ping(ClientFrame):
+    type: Literal["ping"]
+
+
+class Pong(ClientFrame):
+    type: Literal["pong"]
+
+
+class Logout(ClientFrame):
+    type: Literal["logout"]
+
+
+AnyClientFrame = Annotated[
+    Login
+    | Join
+    | Leave
+    | Send
+    | Edit
+    | Delete
+    | Dm
+    | History
+    | Rooms
+    | Members
+    | Ping
+    | Pong
+    | Logout,
+    Field(discriminator="type"),
+]
+_client_adapter: TypeAdapter[AnyClientFrame] = TypeAdapter(AnyClientFrame)
+
+
+def _describe(error: ValidationError) -> str:
+    """One sentence a client developer can act on, from pydantic's first error."""
+    first = error.errors(include_url=False)[0]
+    kind, loc, msg = first["type"], first["loc"], first["msg"]
+    if kind == "json_invalid":
+        return "frame is not valid JSON"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "frame must be a JSON object"
+    if kind == "union_tag_not_found":
+        return "frame has no 'type' field"
+    if kind == "union_tag_invalid":
+        return f"unknown frame type {first['input'].get('type')!r}"
+    field = ".".join(str(part) for part in loc[1:])
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}"
+    if kind == "missing":
+        return f"missing field {field!r}"
+    if kind == "string_pattern_mismatch":
+        return f"{field}: names are 1-32 characters of a-z 0-9 _ -, starting with a letter or digit"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{field}: {msg}" if field else msg
+
+
+def _salvage_ref(line: bytes) -> str | None:
+    """The ``ref`` of an invalid frame, if it has a usable one, for its error frame."""
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    ref = data.get("ref") if isinstance(data, dict) else None
+    return ref if isinstance(ref, str) and 1 <= len(ref) <= 64 else None
+
+
+def parse_client_frame(line: bytes) -> AnyClientFrame:
+    """Validate one line (without its newline) into a client frame.
+
+    Raises :exc:`ProtocolError` ``bad_frame`` carrying the frame's ``ref`` when one
+    can be recovered from the invalid frame.
+    """
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_frame", "frame is not valid UTF-8") from None
+    try:
+        return _client_adapter.validate_json(line)
+    except ValidationError as exc:
+        raise ProtocolError("bad_frame", _describe(exc), ref=_salvage_ref(line)) from None
+
+
+# ---------------------------------------------------------------- server frames
+
+
+class ServerFrame(BaseModel):
+    """Base of the frames the server sends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def encode(self) -> bytes:
+        """The frame as one line of JSON, newline included, ready to send."""
+        return self.model_dump_json(exclude_none=True).encode() + b"\n"
+
+
+class MessageRecord(BaseModel):
+    """A stored room message as it appears in ``joined`` and ``history``."""
+
+    model_config = ConfigDict(extra="forbid")
+    room: str
+    id: int
+    user: str
+    text: str
+    ts: str
+    edited_ts: str | None = None
+
+
+class Welcome(ServerFrame):
+    type: Literal["welcome"] = "welcome"
+    server: Literal["securechat"] = "securechat"
+    version: str
+    protocol: int
+
+
+class LoginOk(ServerFrame):
+    type: Literal["login_ok"] = "login_ok"
+    user: str
+    ref: str | None = None
+
+
+class Joined(ServerFrame):
+    type: Literal["joined"] = "joined"
+    room: str
+    members: list[str]
+    last_id: int
+    history: list[MessageRecord]
+    ref: str | None = None
+
+
+class Left(ServerFrame):
+    type: Literal["left"] = "left"
+    room: str
+    ref: str | None = None
+
+
+class Message(ServerFrame):
+    type: Literal["message"] = "message"
+    room: str
+    id: int
+    user: str
+    text: str
+    ts: str
+    ref: str | None = None
+
+
+class Edited(ServerFrame):
+    type: Literal["edited"] = "edited"
+    room: str
+    id: int
+    user: str
+    text: str
+    ts: str
+    ref: str | None = None
+
+
+class Deleted(ServerFrame):
+    type: Literal["deleted"] = "deleted"
+    room: str
+    id: int
+    by: str
+    ts: str
+    ref: str | None = None
+
+
+class DirectMessage(ServerFrame):
+    type: Literal["dm"] = "dm"
+    id: int
+    from_: str = Field(alias="from")
+    to: str
+    text: str
+    ts: str
+    ref: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class HistoryReply(ServerFrame):
+    type: Literal["history"] = "history"
+    room: str
+    messages: list[MessageRecord]
+    ref: str | None = None
+
+
+class RoomInfo(BaseModel):
+    name: str
+    members: int
+
+
+class RoomsReply(ServerFrame):
+    type: Literal["rooms"] = "rooms"
+    rooms: list[RoomInfo]
+    ref: str | None = None
+
+
+class MembersReply(ServerFrame):
+    type: Literal["members"] = "members"
+    room: str
+    members: list[str]
+    ref: str | None = None
+
+
+class Presence(ServerFrame):
+    type: Literal["presence"] = "presence"
+    room: str
+    user: str
+    event: Literal["join", "leave"]
+    ts: str
+
+
+class ServerPing(ServerFrame):
+    type: Literal["ping"] = "ping"
+
+
+class ServerPong(ServerFrame):
+    type: Literal["pong"] = "pong"
+    ref: str | None = None
+
+
+class Bye(ServerFrame):
+    type: Literal["bye"] = "bye"
+    ref: str | None = None
+
+
+ErrorCode = Literal[
+    "bad_frame",
+    "frame_too_large",
+    "auth_required",
+    "auth_failed",
+    "rate_limited",
+    "not_member",
+    "not_found",
+    "forbidden",
+    "no_such_user",
+    "server_busy",
+    "slow_consumer",
+    "shutting_down",
+    "internal",
+]
+
+
+class ErrorFrame(ServerFrame):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    ref: str | None = None
+    retry_after: float | None = None
+
+
+AnyServerFrame = Annotated[
+    Welcome
+    | LoginOk
+    | Joined
+    | Left
+    | Message
+    | Edited
+    | Deleted
+    | DirectMessage
+    | HistoryReply
+    | RoomsReply
+    | MembersReply
+    | Presence
+    | ServerPing
+    | ServerPong
+    | Bye
+    | ErrorFrame,
+    Field(discriminator="type"),
+]
+server_frame_adapter: TypeAdapter[AnyServerFrame] = TypeAdapter(AnyServerFrame)
+
+
+def error_frame(code: str, message: str, ref: str | None = None) -> bytes:
+    """Encode an ``error`` frame."""
+    return ErrorFrame(code=code, message=message, ref=ref).encode()  # type: ignore[arg-type]
+
+
+def client_schema() -> dict[str, Any]:
+    """JSON Schema of every client frame (for the protocol document)."""
+    return _client_adapter.json_schema()
+
+
+def server_schema() -> dict[str, Any]:
+    """JSON Schema of every server frame (for the protocol document)."""
+    return server_frame_adapter.json_schema(by_alias=True)

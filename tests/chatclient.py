@@ -1,0 +1,99 @@
+"""A small blocking test client: one TLS socket, used by one thread at a time."""
+
+import contextlib
+import json
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Frame = dict[str, Any]
+
+
+class ChatClient:
+    def __init__(self, address: tuple[str, int], cafile: Path, *, timeout: float = 10.0) -> None:
+        context = ssl.create_default_context(cafile=str(cafile))
+        raw = socket.create_connection(address, timeout=timeout)
+        self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        self.timeout = timeout
+        self._buffer = b""
+        self.backlog: deque[Frame] = deque()
+        self.closed = False
+
+    def send(self, **frame: Any) -> None:
+        self.send_raw(json.dumps(frame).encode() + b"\n")
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read_frame(self, deadline: float) -> Frame:
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no frame within the timeout")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(65536)
+            if not data:
+                self.closed = True
+                raise ConnectionError("server closed the connection")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def recv(self, timeout: float | None = None) -> Frame:
+        """The next frame (from the backlog first)."""
+        if self.backlog:
+            return self.backlog.popleft()
+        return self._read_frame(time.monotonic() + (timeout or self.timeout))
+
+    def wait_for(self, match: Callable[[Frame], bool], timeout: float | None = None) -> Frame:
+        """The first frame that matches; frames read past are kept in the backlog."""
+        for index, frame in enumerate(self.backlog):
+            if match(frame):
+                del self.backlog[index]
+                return frame
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            frame = self._read_frame(deadline)
+            if match(frame):
+                return frame
+            self.backlog.append(frame)
+
+    def expect(self, type_: str, timeout: float | None = None, **fields: Any) -> Frame:
+        """Wait for a frame of ``type_`` whose fields include ``fields``."""
+        return self.wait_for(
+            lambda f: f.get("type") == type_ and all(f.get(k) == v for k, v in fields.items()),
+            timeout,
+        )
+
+    def request(self, **frame: Any) -> Frame:
+        """Send a frame with a fresh ref and return the frame that answers it."""
+        ref = frame.setdefault("ref", f"r{time.monotonic_ns()}")
+        self.send(**frame)
+        return self.wait_for(lambda f: f.get("ref") == ref)
+
+    def login(self, user: str, password: str) -> Frame:
+        self.expect("welcome")
+        return self.request(type="login", user=user, password=password)
+
+    def wait_closed(self, timeout: float | None = None) -> list[Frame]:
+        """Read until the server closes; return what came before."""
+        frames = list(self.backlog)
+        self.backlog.clear()
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            while True:
+                frames.append(self._read_frame(deadline))
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+        return frames
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.close()

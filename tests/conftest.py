@@ -1,0 +1,82 @@
+"""Fixtures: certificates, a password file and an in-process server on port 0."""
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from securechat.certs import CertPaths, make_certs
+from securechat.hub import Hub
+from securechat.passwd import PasswordFile, set_password
+from securechat.server import Limits, Server, make_server_context
+
+from .chatclient import ChatClient
+
+USERS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dave", "admin")}
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def passwd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("users") / "securechat.passwd"
+    for name, password in USERS.items():
+        set_password(path, name, password, rounds=4)
+    for index in range(60):
+        set_password(path, f"user{index}", f"user{index}-pw", rounds=4)
+    return path
+
+
+@contextlib.contextmanager
+def run_server(
+    certs: CertPaths, passwd: Path, limits: Limits | None = None, admins: tuple[str, ...] = ()
+) -> Iterator[Server]:
+    """A server on 127.0.0.1 port 0 that always shuts down, and leaks no thread."""
+    before = set(threading.enumerate())
+    passwords = PasswordFile(passwd)
+    hub = Hub(user_exists=lambda user: user in passwords.users(), admins=admins)
+    server = Server(
+        make_server_context(certs.server), hub, passwords.verify, "127.0.0.1", 0,
+        limits or Limits(),
+    )  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        for thread in set(threading.enumerate()) - before:
+            thread.join(5)  # a connection thread may still be returning
+        leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        assert not leaked, f"threads left behind: {leaked}"
+
+
+@pytest.fixture
+def server(certs: CertPaths, passwd_path: Path) -> Iterator[Server]:
+    with run_server(certs, passwd_path, admins=("admin",)) as srv:
+        yield srv
+
+
+ClientFactory = Callable[..., ChatClient]
+
+
+@pytest.fixture
+def connect(server: Server, certs: CertPaths) -> Iterator[ClientFactory]:
+    """Open clients to ``server``; with ``user``, also log in. All are closed afterwards."""
+    clients: list[ChatClient] = []
+
+    def factory(user: str | None = None, *, login: bool = True) -> ChatClient:
+        client = ChatClient(server.address, certs.ca_cert)
+        clients.append(client)
+        if user is not None and login:
+            reply = client.login(user, USERS.get(user) or f"{user}-pw")
+            assert reply["type"] == "login_ok", reply
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
