@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import DEFAULT_PORT, PROTOCOL_VERSION, __version__
-from .exceptions import FrameTooLarge
+from .exceptions import FrameTooLarge, PasswordFileError
 from .frames import ErrorFrame, ServerPing, Welcome, error_frame
 from .framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT, LineReader
 from .hub import Hub
@@ -96,6 +96,7 @@ class Connection:
         self._woken = False
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._overflow = False
+        self._sealed = False
         self._close_reason: bytes | None = None
         self._done = False
         self.session = Session(server.hub, self.deliver, server.authenticate)
@@ -111,7 +112,7 @@ class Connection:
     def deliver(self, data: bytes) -> None:
         """Queue one encoded frame; never blocks. Past the bound: slow consumer."""
         with self._lock:
-            if self._done or self._overflow:
+            if self._done or self._overflow or self._sealed:
                 return
             if (
                 len(self._queue) >= self.limits.queue_frames
@@ -122,6 +123,13 @@ class Connection:
                 self._queue.append(data)
                 self._queued_bytes += len(data)
             self._wake()
+
+    def _seal(self, final_frame: bytes) -> None:
+        """Queue ``final_frame`` as the last frame; later deliveries are dropped."""
+        with self._lock:
+            self._queue.append(final_frame)
+            self._queued_bytes += len(final_frame)
+            self._sealed = True
 
     def request_close(self, final_frame: bytes) -> None:
         """Ask the owner thread to send ``final_frame``, flush and close (e.g. shutdown)."""
@@ -213,7 +221,7 @@ class Connection:
                     self._send_best_effort(SLOW_CONSUMER)
                     raise _Closed
                 if reason is not None:
-                    self.deliver(reason)
+                    self._seal(reason)
                     session.closing = True
                 if session.closing:
                     closing_since = time.monotonic()
@@ -380,8 +388,13 @@ class Server:
             return list(self._connections)
 
     def shutdown(self, timeout: float = 4.0) -> None:
-        """Stop accepting, tell every connection we are shutting down, flush, join."""
+        """Stop accepting, tell every connection we are shutting down, flush, join.
+
+        Idempotent: a second call returns at once.
+        """
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
             connections = list(self._connections)
         os.eventfd_write(self._stop_fd, 1)
@@ -437,7 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "you add a user with securechat-adduser", passwd_path)  # fmt: skip
     elif warning := permission_warning(passwd_path):
         log.warning("%s", warning)
-    passwords = PasswordFile(passwd_path)
+    try:
+        passwords = PasswordFile(passwd_path)
+    except PasswordFileError as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 1
     admins = [name.strip() for name in args.admins.split(",") if name.strip()]
     hub = Hub(user_exists=lambda user: user in passwords.users(), admins=admins)
     limits = Limits(frame_bytes=args.frame_limit)

@@ -63,8 +63,13 @@ class Session:
         return f"<Session user={self.user or '-'} rooms={sorted(self.rooms)}>"
 
     def deliver(self, data: bytes) -> None:
-        """Queue an encoded frame for this connection (the hub's ``Member`` interface)."""
-        self._send(data)
+        """Queue an encoded frame for this connection (the hub's ``Member`` interface).
+
+        Once the session is closing (after ``bye`` or a fatal error) nothing more is
+        queued, so that frame stays the last one the client gets.
+        """
+        if not self.closing:
+            self._send(data)
 
     def fail(self, error: ProtocolError) -> None:
         """Report ``error`` to the client; close afterwards if it is fatal."""

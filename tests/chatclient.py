@@ -14,14 +14,26 @@ Frame = dict[str, Any]
 
 
 class ChatClient:
-    def __init__(self, address: tuple[str, int], cafile: Path, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        cafile: Path,
+        *,
+        timeout: float = 10.0,
+        rcvbuf: int | None = None,
+    ) -> None:
         context = ssl.create_default_context(cafile=str(cafile))
-        raw = socket.create_connection(address, timeout=timeout)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect, so the TCP window stays small
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        raw.connect(address)
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.timeout = timeout
         self._buffer = b""
         self.backlog: deque[Frame] = deque()
         self.closed = False
+        self.last_ref = ""
 
     def send(self, **frame: Any) -> None:
         self.send_raw(json.dumps(frame).encode() + b"\n")
@@ -72,6 +84,7 @@ class ChatClient:
     def request(self, **frame: Any) -> Frame:
         """Send a frame with a fresh ref and return the frame that answers it."""
         ref = frame.setdefault("ref", f"r{time.monotonic_ns()}")
+        self.last_ref = ref
         self.send(**frame)
         return self.wait_for(lambda f: f.get("ref") == ref)
 
@@ -90,10 +103,10 @@ class ChatClient:
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             if isinstance(exc, TimeoutError):
                 raise
+        self.close()
         return frames
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.close()
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -1,0 +1,365 @@
+"""End-to-end tests of the server over real TLS on 127.0.0.1, one frame type at a time."""
+
+import json
+import shutil
+import socket
+import ssl
+
+import pytest
+from unittest.mock import ANY
+
+from securechat import PROTOCOL_VERSION, __version__
+from securechat.passwd import delete_user, set_password
+from securechat.server import Limits
+
+from .chatclient import ChatClient
+from .conftest import USERS, run_server
+
+TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
+def test_welcome_then_login(connect):
+    client = connect()
+    welcome = client.recv()
+    assert welcome == {
+        "type": "welcome",
+        "server": "securechat",
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+    }
+    client.send(type="login", user="alice", password=USERS["alice"], ref="l1")
+    assert client.recv() == {"type": "login_ok", "user": "alice", "ref": "l1"}
+
+
+def test_tls_below_1_2_is_refused(server, certs):
+    context = ssl.create_default_context(cafile=str(certs.ca_cert))
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with (
+        socket.create_connection(server.address, timeout=5) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        context.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_auth_failed_is_the_same_for_unknown_user_and_wrong_password(connect):
+    client = connect()
+    client.expect("welcome")
+    wrong = client.request(type="login", user="alice", password="nope")
+    unknown = client.request(type="login", user="nosuchuser", password="nope")
+    for reply in (wrong, unknown):
+        assert reply["type"] == "error" and reply["code"] == "auth_failed"
+    assert wrong["message"] == unknown["message"]
+    assert client.request(type="login", user="alice", password=USERS["alice"])["type"] == (
+        "login_ok"
+    )
+
+
+def test_five_failed_logins_close_the_connection(connect):
+    client = connect()
+    client.expect("welcome")
+    for _ in range(5):
+        client.send(type="login", user="bob", password="wrong")
+    frames = client.wait_closed()
+    assert [f["code"] for f in frames] == ["auth_failed"] * 5
+
+
+def test_before_login_ping_is_answered_and_others_need_auth(connect):
+    client = connect()
+    client.expect("welcome")
+    assert client.request(type="ping") == {"type": "pong", "ref": client_ref(client)}
+    reply = client.request(type="join", room="general")
+    assert reply["code"] == "auth_required"
+    reply = client.request(type="join", room="General")
+    assert reply["code"] == "bad_frame"
+
+
+def client_ref(client: ChatClient) -> str:
+    """The ref ``request`` used last (requests use monotonic refs)."""
+    return client.last_ref
+
+
+def test_bad_frames_get_errors_and_the_connection_goes_on(connect):
+    client = connect("alice")
+    bad_lines = [
+        b"not json",
+        b"[1,2]",
+        b'{"type":"nope"}',
+        b'{"type":"send","room":"general","text":"x","extra":1}',
+        b'{"type":"history","room":"general","before":"5"}',
+        b'{"type":"history","room":"general","before":1.0}',
+        b'{"type":"send","room":"general","text":true}',
+        b'{"type":"send","room":"general","text":"a\\u0007b"}',
+        b'{"type":"history","room":"general","before":5,"after":1}',
+        b"\xff\xfe{}",
+    ]
+    for line in bad_lines:
+        client.send_raw(line + b"\n")
+        reply = client.recv()
+        assert reply["type"] == "error" and reply["code"] == "bad_frame", (line, reply)
+        assert reply["message"]
+    client.send_raw(b'{"type":"nope","ref":"keep-me"}\r\n')
+    assert client.recv()["ref"] == "keep-me"
+    assert client.request(type="ping")["type"] == "pong"
+
+
+def test_frame_too_large_closes(server, connect):
+    client = connect("alice")
+    client.send_raw(b"x" * (server.limits.frame_bytes + 10))
+    frames = client.wait_closed()
+    assert frames[-1]["code"] == "frame_too_large"
+
+
+def test_rooms_messages_edits_deletes(connect):
+    alice, bob = connect("alice"), connect("bob")
+    joined = alice.request(type="join", room="general")
+    assert joined == {
+        "type": "joined",
+        "room": "general",
+        "members": ["alice"],
+        "last_id": 0,
+        "history": [],
+        "ref": joined["ref"],
+    }
+    bob.request(type="join", room="general")
+    presence = alice.expect("presence")
+    assert presence["user"] == "bob" and presence["event"] == "join"
+    assert presence["room"] == "general"
+
+    sent = alice.request(type="send", room="general", text="  hello bob  ")
+    assert sent["type"] == "message" and sent["id"] == 1 and sent["text"] == "hello bob"
+    assert sent["user"] == "alice"
+    assert __import__("re").match(TS, sent["ts"])
+    seen = bob.expect("message")
+    assert "ref" not in seen and seen["id"] == 1
+
+    reply = bob.request(type="edit", room="general", id=1, text="mine now")
+    assert reply["code"] == "forbidden"
+    edited = alice.request(type="edit", room="general", id=1, text="hello, bob")
+    assert edited["type"] == "edited" and edited["text"] == "hello, bob"
+    assert bob.expect("edited")["id"] == 1
+    assert alice.request(type="edit", room="general", id=99, text="x")["code"] == "not_found"
+
+    history = bob.request(type="history", room="general")
+    assert [m["text"] for m in history["messages"]] == ["hello, bob"]
+    assert "edited_ts" in history["messages"][0]
+
+    assert bob.request(type="delete", room="general", id=1)["code"] == "forbidden"
+    deleted = alice.request(type="delete", room="general", id=1)
+    assert deleted["type"] == "deleted" and deleted["by"] == "alice"
+    assert bob.expect("deleted")["id"] == 1
+    assert alice.request(type="delete", room="general", id=1)["code"] == "not_found"
+    assert bob.request(type="history", room="general")["messages"] == []
+    again = bob.request(type="send", room="general", text="next")
+    assert again["id"] == 2  # ids are never reused
+
+    rejoin = alice.request(type="join", room="general")  # idempotent
+    assert rejoin["type"] == "joined" and rejoin["last_id"] == 2
+    assert [m["id"] for m in rejoin["history"]] == [2]
+
+
+def test_admin_may_delete_any_message(connect):
+    alice, admin = connect("alice"), connect("admin")
+    alice.request(type="join", room="ops")
+    admin.request(type="join", room="ops")
+    alice.request(type="send", room="ops", text="spam")
+    deleted = admin.request(type="delete", room="ops", id=1)
+    assert deleted["type"] == "deleted" and deleted["by"] == "admin"
+
+
+def test_not_member_errors(connect):
+    alice = connect("alice")
+    requests = [
+        {"type": "send", "room": "lobby", "text": "hi"},
+        {"type": "edit", "room": "lobby", "id": 1, "text": "hi"},
+        {"type": "delete", "room": "lobby", "id": 1},
+        {"type": "history", "room": "lobby"},
+        {"type": "members", "room": "lobby"},
+        {"type": "leave", "room": "lobby"},
+    ]
+    for request in requests:
+        reply = alice.request(**request)
+        assert reply["type"] == "error" and reply["code"] == "not_member", request
+
+
+def test_rooms_members_leave(connect):
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    alice.request(type="join", room="b-room")
+    alice.request(type="join", room="a-room")
+    bob.request(type="join", room="a-room")
+    carol.request(type="join", room="a-room")
+    rooms = carol.request(type="rooms")
+    assert rooms["rooms"] == [{"name": "a-room", "members": 3}, {"name": "b-room", "members": 1}]
+    members = carol.request(type="members", room="a-room")
+    assert members["members"] == ["alice", "bob", "carol"]
+    assert bob.request(type="leave", room="a-room")["type"] == "left"
+    leave = carol.expect("presence", event="leave")
+    assert leave["user"] == "bob"
+    assert carol.request(type="members", room="a-room")["members"] == ["alice", "carol"]
+
+
+def test_user_in_several_rooms_gets_each_rooms_events(connect):
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    for room in ("one", "two"):
+        alice.request(type="join", room=room)
+    bob.request(type="join", room="one")
+    carol.request(type="join", room="two")
+    bob.request(type="send", room="one", text="in one")
+    carol.request(type="send", room="two", text="in two")
+    got = {alice.expect("message", room=r)["text"] for r in ("one", "two")}
+    assert got == {"in one", "in two"}
+    assert bob.request(type="ping")["type"] == "pong"
+    assert not any(f.get("room") == "two" for f in bob.backlog)
+
+
+def test_direct_messages_reach_every_connection(connect):
+    alice1, alice2, bob1, bob2 = connect("alice"), connect("alice"), connect("bob"), connect("bob")
+    own = alice1.request(type="dm", to="bob", text="psst")
+    assert own["type"] == "dm" and own["from"] == "alice" and own["to"] == "bob"
+    for other in (alice2, bob1, bob2):
+        frame = other.expect("dm")
+        assert frame["id"] == own["id"] and "ref" not in frame and frame["text"] == "psst"
+    assert alice1.request(type="dm", to="nosuchuser", text="x")["code"] == "no_such_user"
+
+
+def test_presence_counts_users_not_connections(connect):
+    alice1, alice2, bob = connect("alice"), connect("alice"), connect("bob")
+    bob.request(type="join", room="general")
+    alice1.request(type="join", room="general")
+    assert bob.expect("presence", event="join")["user"] == "alice"
+    alice2.request(type="join", room="general")
+    alice1.request(type="leave", room="general")
+    alice2.request(type="leave", room="general")
+    assert bob.expect("presence", event="leave")["user"] == "alice"
+    assert [f for f in bob.backlog if f["type"] == "presence"] == []
+
+
+def test_logout_says_bye_and_closes(connect):
+    alice = connect("alice")
+    assert alice.request(type="logout")["type"] == "bye"
+    assert alice.wait_closed() == []
+
+
+def test_client_pong_is_accepted_silently(connect):
+    alice = connect("alice")
+    alice.send(type="pong")
+    assert alice.request(type="ping")["type"] == "pong"
+    assert not alice.backlog
+
+
+def test_vanishing_clients_leave_their_rooms(connect, server):
+    watcher = connect("carol")
+    watcher.request(type="join", room="general")
+    # A client that drops mid-frame, one that resets, one that half-closes.
+    for user in ("alice", "bob", "dave"):
+        client = connect(user)
+        client.request(type="join", room="general")
+        watcher.expect("presence", user=user, event="join")
+        if user == "alice":
+            client.send_raw(b'{"type":"send","room":"gen')
+            client.sock.close()
+        elif user == "bob":
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            client.sock.close()  # RST
+        else:
+            client.sock.shutdown(socket.SHUT_WR)
+        watcher.expect("presence", user=user, event="leave")
+    assert watcher.request(type="members", room="general")["members"] == ["carol"]
+
+
+def test_login_deadline(certs, passwd_path):
+    with run_server(certs, passwd_path, Limits(login_timeout=0.3)) as server:
+        client = ChatClient(server.address, certs.ca_cert)
+        client.expect("welcome")
+        frames = client.wait_closed()
+        assert [f["code"] for f in frames] == ["auth_required"]
+        client.close()
+
+
+def test_idle_clients_are_pinged_then_dropped(certs, passwd_path):
+    with run_server(certs, passwd_path, Limits(idle_ping=0.2, idle_drop=0.4)) as server:
+        lively = ChatClient(server.address, certs.ca_cert)
+        silent = ChatClient(server.address, certs.ca_cert)
+        for client, user in ((lively, "alice"), (silent, "bob")):
+            client.login(user, USERS[user])
+        for _ in range(3):
+            lively.expect("ping")
+            lively.send(type="pong")
+        assert silent.expect("ping")
+        assert silent.wait_closed() == []
+        for client in (lively, silent):
+            client.close()
+
+
+def test_shutdown_tells_everyone(certs, passwd_path):
+    with run_server(certs, passwd_path) as server:
+        clients = [ChatClient(server.address, certs.ca_cert) for _ in range(3)]
+        for client, user in zip(clients, ("alice", "bob", "carol"), strict=True):
+            client.login(user, USERS[user])
+            client.request(type="join", room="general")
+        clients[0].request(type="send", room="general", text="last words")
+        server.shutdown()
+        for client in clients:
+            frames = client.wait_closed()
+            assert frames[-1]["code"] == "shutting_down"
+            client.close()
+
+
+def test_password_file_changes_apply_without_restart(certs, passwd_path, tmp_path):
+    path = tmp_path / "users.passwd"
+    shutil.copy(passwd_path, path)
+    with run_server(certs, path) as server:
+        client = ChatClient(server.address, certs.ca_cert)
+        assert client.login("newbie", "first-pw")["code"] == "auth_failed"
+        set_password(path, "newbie", "first-pw", rounds=4)
+        assert client.request(type="login", user="newbie", password="first-pw")["type"] == (
+            "login_ok"
+        )
+        client.close()
+        delete_user(path, "newbie")
+        client = ChatClient(server.address, certs.ca_cert)
+        assert client.login("newbie", "first-pw")["code"] == "auth_failed"
+        client.close()
+
+
+def test_stuck_client_is_dropped_while_others_carry_on(certs, passwd_path):
+    limits = Limits(queue_frames=50, queue_bytes=64 * 1024)
+    with run_server(certs, passwd_path, limits) as server:
+        stuck = ChatClient(server.address, certs.ca_cert, rcvbuf=4096)
+        stuck.login("carol", USERS["carol"])
+        stuck.request(type="join", room="general")
+        alice = ChatClient(server.address, certs.ca_cert)
+        bob = ChatClient(server.address, certs.ca_cert)
+        for client, user in ((alice, "alice"), (bob, "bob")):
+            client.login(user, USERS[user])
+            client.request(type="join", room="general")
+        text = "y" * 3000
+        dropped = False
+        sent = 0
+        while not dropped:  # until the server drops carol (bounded: 20 MB of traffic)
+            assert sent < 7000, "the stuck client was never dropped"
+            sent += 1
+            alice.send(type="send", room="general", text=f"{sent} {text}")
+            assert alice.expect("message")["id"] == sent
+            frame = bob.wait_for(lambda f: f["type"] in ("message", "presence"))
+            if frame["type"] == "presence":
+                assert frame["user"] == "carol" and frame["event"] == "leave"
+                dropped = True
+                frame = bob.expect("message")
+            assert frame["id"] == sent
+        # The slow_consumer error is best effort: carol's socket buffers are full, so it
+        # may not get through; the connection must be closed either way.
+        frames = stuck.wait_closed(timeout=10)
+        errors = [f for f in frames if f["type"] == "error"]
+        assert errors in ([], [{"type": "error", "code": "slow_consumer", "message": ANY}])
+        for client in (stuck, alice, bob):
+            client.close()
+
+
+def test_json_reply_is_one_line_per_frame(connect):
+    alice = connect("alice")
+    alice.send_raw(b'{"type":"ping","ref":"a"}\n{"type":"ping","ref":"b"}\n')
+    assert [alice.recv()["ref"], alice.recv()["ref"]] == ["a", "b"]
+    raw = json.dumps({"type": "rooms"}).encode() + b"\n"
+    alice.send_raw(raw)
+    assert alice.recv()["type"] == "rooms"
