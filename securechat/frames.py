@@ -46,7 +46,11 @@ def _check_text(value: str) -> str:
 
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Text = Annotated[str, AfterValidator(_check_text)]
+Text = Annotated[
+    str,
+    AfterValidator(_check_text),
+    Field(description="1-4000 characters after stripping; no control characters but \\n, \\t"),
+]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MessageId = Annotated[int, Field(ge=1)]
 
@@ -68,28 +72,38 @@ class ClientFrame(BaseModel):
 
 
 class Login(ClientFrame):
+    """Log in; answered by `login_ok` or `error` `auth_failed`."""
+
     type: Literal["login"]
     user: Name
     password: Annotated[str, StringConstraints(max_length=1024)]
 
 
 class Join(ClientFrame):
+    """Join (and create) a room; answered by `joined`."""
+
     type: Literal["join"]
     room: Name
 
 
 class Leave(ClientFrame):
+    """Leave a room; answered by `left`."""
+
     type: Literal["leave"]
     room: Name
 
 
 class Send(ClientFrame):
+    """Post to a room; answered by the `message` broadcast carrying this `ref`."""
+
     type: Literal["send"]
     room: Name
     text: Text
 
 
 class Edit(ClientFrame):
+    """Change one's own message; answered by the `edited` broadcast."""
+
     type: Literal["edit"]
     room: Name
     id: MessageId
@@ -97,18 +111,24 @@ class Edit(ClientFrame):
 
 
 class Delete(ClientFrame):
+    """Delete one's own message (admins: any); answered by the `deleted` broadcast."""
+
     type: Literal["delete"]
     room: Name
     id: MessageId
 
 
 class Dm(ClientFrame):
+    """A direct message; answered by the `dm` frame on the sending connection."""
+
     type: Literal["dm"]
     to: Name
     text: Text
 
 
 class History(ClientFrame):
+    """Page a room's history: newest `limit` before `before`, or oldest after `after`."""
+
     type: Literal["history"]
     room: Name
     before: MessageId | None = None
@@ -123,23 +143,33 @@ class History(ClientFrame):
 
 
 class Rooms(ClientFrame):
+    """List rooms; answered by `rooms`."""
+
     type: Literal["rooms"]
 
 
 class Members(ClientFrame):
+    """List a joined room's members; answered by `members`."""
+
     type: Literal["members"]
     room: Name
 
 
 class Ping(ClientFrame):
+    """Answered by `pong` (also before login)."""
+
     type: Literal["ping"]
 
 
 class Pong(ClientFrame):
+    """The answer to a server `ping`; no reply."""
+
     type: Literal["pong"]
 
 
 class Logout(ClientFrame):
+    """End the session; answered by `bye`, then the server closes."""
+
     type: Literal["logout"]
 
 
@@ -238,6 +268,8 @@ class MessageRecord(BaseModel):
 
 
 class Welcome(ServerFrame):
+    """First frame after the TLS handshake."""
+
     type: Literal["welcome"] = "welcome"
     server: Literal["securechat"] = "securechat"
     version: str
@@ -245,12 +277,16 @@ class Welcome(ServerFrame):
 
 
 class LoginOk(ServerFrame):
+    """Login succeeded."""
+
     type: Literal["login_ok"] = "login_ok"
     user: str
     ref: str | None = None
 
 
 class Joined(ServerFrame):
+    """Reply to `join`: members (sorted), the room's last id and its last 50 messages."""
+
     type: Literal["joined"] = "joined"
     room: str
     members: list[str]
@@ -260,12 +296,16 @@ class Joined(ServerFrame):
 
 
 class Left(ServerFrame):
+    """Reply to `leave`."""
+
     type: Literal["left"] = "left"
     room: str
     ref: str | None = None
 
 
 class Message(ServerFrame):
+    """A room message, to every member connection (the sender's copy has `ref`)."""
+
     type: Literal["message"] = "message"
     room: str
     id: int
@@ -276,6 +316,8 @@ class Message(ServerFrame):
 
 
 class Edited(ServerFrame):
+    """A message's new text, to every member connection."""
+
     type: Literal["edited"] = "edited"
     room: str
     id: int
@@ -286,6 +328,8 @@ class Edited(ServerFrame):
 
 
 class Deleted(ServerFrame):
+    """A message was deleted, to every member connection."""
+
     type: Literal["deleted"] = "deleted"
     room: str
     id: int
@@ -295,6 +339,8 @@ class Deleted(ServerFrame):
 
 
 class DirectMessage(ServerFrame):
+    """A direct message, to every connection of sender and recipient."""
+
     type: Literal["dm"] = "dm"
     id: int
     from_: str = Field(alias="from")
@@ -307,6 +353,8 @@ class DirectMessage(ServerFrame):
 
 
 class HistoryReply(ServerFrame):
+    """Reply to `history`, oldest first."""
+
     type: Literal["history"] = "history"
     room: str
     messages: list[MessageRecord]
@@ -319,12 +367,16 @@ class RoomInfo(BaseModel):
 
 
 class RoomsReply(ServerFrame):
+    """Reply to `rooms`: every room with its count of users, sorted by name."""
+
     type: Literal["rooms"] = "rooms"
     rooms: list[RoomInfo]
     ref: str | None = None
 
 
 class MembersReply(ServerFrame):
+    """Reply to `members`: users in the room, sorted."""
+
     type: Literal["members"] = "members"
     room: str
     members: list[str]
@@ -332,6 +384,8 @@ class MembersReply(ServerFrame):
 
 
 class Presence(ServerFrame):
+    """A user's first connection joined, or last connection left, a room."""
+
     type: Literal["presence"] = "presence"
     room: str
     user: str
@@ -340,15 +394,21 @@ class Presence(ServerFrame):
 
 
 class ServerPing(ServerFrame):
+    """Sent to idle clients; answer with `pong`."""
+
     type: Literal["ping"] = "ping"
 
 
 class ServerPong(ServerFrame):
+    """Reply to a client `ping`."""
+
     type: Literal["pong"] = "pong"
     ref: str | None = None
 
 
 class Bye(ServerFrame):
+    """Reply to `logout`; the server then closes."""
+
     type: Literal["bye"] = "bye"
     ref: str | None = None
 
@@ -371,6 +431,8 @@ ErrorCode = Literal[
 
 
 class ErrorFrame(ServerFrame):
+    """A refused request or a condition; `retry_after` (seconds) with `rate_limited`."""
+
     type: Literal["error"] = "error"
     code: ErrorCode
     message: str
