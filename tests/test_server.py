@@ -4,9 +4,9 @@ import json
 import shutil
 import socket
 import ssl
+from unittest.mock import ANY
 
 import pytest
-from unittest.mock import ANY
 
 from securechat import PROTOCOL_VERSION, __version__
 from securechat.passwd import delete_user, set_password
