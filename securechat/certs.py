@@ -122,8 +122,10 @@ def _build(names: Sequence[str], days: int) -> tuple[bytes, bytes, bytes]:
     )
     # The CN is cosmetic (clients match the SAN) and X.520 caps it at 64 characters.
     common_name = names[0] if len(names[0]) <= MAX_CN_LENGTH else "securechat server"
-    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
-    sans += [x509.IPAddress(ip) for ip in map(_ip, names) if ip is not None]
+    sans: list[x509.GeneralName] = []
+    for name in names:  # an address is an IPAddress entry only, as RFC 5280 wants
+        ip = _ip(name)
+        sans.append(x509.DNSName(name) if ip is None else x509.IPAddress(ip))
     server_ski = x509.SubjectKeyIdentifier.from_public_key(server_key.public_key())
     server_cert = (
         builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), server_key)
