@@ -91,7 +91,7 @@ def test_certificate_contents(certs: CertPaths) -> None:
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == list(DEFAULT_NAMES)
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert san.get_values_for_type(x509.IPAddress) == [
         ipaddress.ip_address("127.0.0.1"),
         ipaddress.ip_address("::1"),
@@ -199,7 +199,7 @@ def test_main_name_option(tmp_path: Path) -> None:
     assert main(["--dir", str(tmp_path), "--name", "myhost", "--name", "10.1.2.3"]) == 0
     leaf = server_cert(CertPaths(tmp_path / "ca.pem", tmp_path / "ca.key", tmp_path / "server.pem"))
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["myhost", "10.1.2.3"]
+    assert san.get_values_for_type(x509.DNSName) == ["myhost"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.1.2.3")]
     cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     assert [a.value for a in cn] == ["myhost"]
