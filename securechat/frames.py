@@ -52,7 +52,8 @@ Text = Annotated[
     Field(description="1-4000 characters after stripping; no control characters but \\n, \\t"),
 ]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-MessageId = Annotated[int, Field(ge=1)]
+MAX_ID = 2**63 - 1  # what SQLite's INTEGER holds
+MessageId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def timestamp(now: datetime | None = None) -> str:
@@ -68,7 +69,7 @@ class ClientFrame(BaseModel):
     """Base of the frames a client sends; ``ref`` is echoed in the answer."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-    ref: Ref | None = None
+    ref: Ref = None  # type: ignore[assignment]  # absent is fine; null is a wrong type
 
 
 class Login(ClientFrame):
@@ -131,8 +132,8 @@ class History(ClientFrame):
 
     type: Literal["history"]
     room: Name
-    before: MessageId | None = None
-    after: Annotated[int, Field(ge=0)] | None = None
+    before: MessageId = None  # type: ignore[assignment]
+    after: Annotated[int, Field(ge=0, le=MAX_ID)] = None  # type: ignore[assignment]
     limit: Annotated[int, Field(ge=1, le=200)] = 50
 
     @model_validator(mode="after")
@@ -223,7 +224,13 @@ def _salvage_ref(line: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     ref = data.get("ref") if isinstance(data, dict) else None
-    return ref if isinstance(ref, str) and 1 <= len(ref) <= 64 else None
+    if not (isinstance(ref, str) and 1 <= len(ref) <= 64):
+        return None
+    try:  # json.loads accepts lone surrogates, which cannot be sent back
+        ref.encode()
+    except UnicodeEncodeError:
+        return None
+    return ref
 
 
 def parse_client_frame(line: bytes) -> AnyClientFrame:

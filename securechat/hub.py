@@ -8,8 +8,9 @@ that connection's outgoing queue.
 Locking: the hub's lock guards the room table and the user table; each
 :class:`Room` has its own lock, which covers assigning a message id and delivering
 the frame to every member, so all members see a room's events in one order. No
-socket write happens under either lock (``deliver`` only enqueues), and the hub's
-lock is never taken while a room lock is held.
+socket write happens under either lock (``deliver`` only enqueues). Lock order is
+always room, then hub: the hub's lock may be taken under a room lock, never the
+other way round.
 """
 
 import threading
