@@ -12,6 +12,7 @@
   * :exc:`PasswordTooLong`: bcrypt only uses 72 bytes; longer passwords are refused
     rather than silently truncated.
   * :exc:`CertificateError`: the certificate tool cannot do what it was asked.
+  * :exc:`StoreError`: the history database cannot be opened or is too new.
 """
 
 
@@ -49,3 +50,7 @@ class PasswordTooLong(SecurechatError):
 
 class CertificateError(SecurechatError):
     """The certificate tool refused or failed (e.g. files exist without --force)."""
+
+
+class StoreError(SecurechatError):
+    """The history database cannot be opened, migrated or written."""

@@ -143,6 +143,15 @@ class History(ClientFrame):
         return self
 
 
+class DmHistory(ClientFrame):
+    """Extension: page a direct-message conversation; answered by `dm_history`."""
+
+    type: Literal["dm_history"]
+    with_: Name = Field(alias="with")
+    before: MessageId = None  # type: ignore[assignment]
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
 class Rooms(ClientFrame):
     """List rooms; answered by `rooms`."""
 
@@ -182,6 +191,7 @@ AnyClientFrame = Annotated[
     | Edit
     | Delete
     | Dm
+    | DmHistory
     | History
     | Rooms
     | Members
@@ -368,6 +378,17 @@ class HistoryReply(ServerFrame):
     ref: str | None = None
 
 
+class DmHistoryReply(ServerFrame):
+    """Extension: reply to `dm_history`, oldest first."""
+
+    type: Literal["dm_history"] = "dm_history"
+    with_: str = Field(alias="with")
+    messages: list[DirectMessage]
+    ref: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
 class RoomInfo(BaseModel):
     name: str
     members: int
@@ -456,6 +477,7 @@ AnyServerFrame = Annotated[
     | Edited
     | Deleted
     | DirectMessage
+    | DmHistoryReply
     | HistoryReply
     | RoomsReply
     | MembersReply

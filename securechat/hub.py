@@ -5,24 +5,32 @@ connection's thread; a *member* is anything with a ``user``, the set of ``rooms`
 it has joined, and a non-blocking ``deliver(bytes)`` that puts an encoded frame on
 that connection's outgoing queue.
 
-Locking: the hub's lock guards the room table and the user table; each
-:class:`Room` has its own lock, which covers assigning a message id and delivering
-the frame to every member, so all members see a room's events in one order. No
-socket write happens under either lock (``deliver`` only enqueues). Lock order is
-always room, then hub: the hub's lock may be taken under a room lock, never the
-other way round.
+Durability: every message, edit, deletion and direct message is handed to the
+*committer* (see :mod:`securechat.store`) with a callback; the frames go out from
+that callback, after the commit, so an acknowledgement is never sent for something
+a crash could lose. A room tracks two counters: ``next_id`` (assigned) and
+``last_id`` (committed and delivered, what ``joined`` and ``history`` show).
+
+Locking: the hub's lock guards the room table, the user table and the direct
+message counter; each :class:`Room` has its own lock, which covers assigning a
+message id, submitting the write, and (in the callback) delivering the frame to
+every member, so all members see a room's events in one order. Both are re-entrant
+because an inline committer runs the callback in the submitting thread. No socket
+write happens under either lock (``deliver`` only enqueues). Lock order is always
+room, then hub.
 """
 
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from .exceptions import ProtocolError
 from .frames import (
     Deleted,
     DirectMessage,
+    DmHistoryReply,
     Edited,
     HistoryReply,
     Joined,
@@ -35,9 +43,22 @@ from .frames import (
     RoomsReply,
     timestamp,
 )
+from .store import (
+    AddDm,
+    AddMessage,
+    DeleteMessage,
+    DmRecord,
+    EditMessage,
+    InlineCommitter,
+    SetDmMarker,
+    SqliteStore,
+    Store,
+    StoredMessage,
+    Write,
+)
 
-DEFAULT_HISTORY_LIMIT = 1000
 JOIN_HISTORY = 50
+RECENT_CACHE = 200  # messages per room kept in memory for joins and edits
 
 
 class Member(Protocol):
@@ -50,31 +71,37 @@ class Member(Protocol):
         """Queue one encoded frame for sending; must not block."""
 
 
-@dataclass
-class StoredMessage:
-    id: int
-    user: str
-    text: str
-    ts: str
-    edited_ts: str | None = None
-    deleted: bool = False
+class Committer(Protocol):
+    """Makes writes durable, then runs their callbacks in submission order."""
 
-    def record(self, room: str) -> MessageRecord:
-        return MessageRecord(
-            room=room, id=self.id, user=self.user, text=self.text, ts=self.ts,
-            edited_ts=self.edited_ts,
-        )  # fmt: skip
+    def submit(self, write: Write | None, then: Callable[[], None] | None = None) -> None: ...
+
+
+def record(room: str, message: StoredMessage) -> MessageRecord:
+    return MessageRecord(
+        room=room, id=message.id, user=message.user, text=message.text, ts=message.ts,
+        edited_ts=message.edited_ts,
+    )  # fmt: skip
+
+
+def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
+    return DirectMessage(
+        id=dm.id, from_=dm.sender, to=dm.recipient, text=dm.text, ts=dm.ts, ref=ref
+    )
 
 
 class Room:
-    """A named room: its lock, members, message counter and recent history."""
+    """A named room: its lock, members, message counters and recent messages."""
 
-    def __init__(self, name: str, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+    def __init__(self, name: str, last_id: int = 0) -> None:
         self.name = name
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.members: dict[str, set[Member]] = {}
-        self.last_id = 0
-        self.history: deque[StoredMessage] = deque(maxlen=history_limit)
+        self.next_id = last_id  # last id assigned
+        self.last_id = last_id  # last id committed and delivered
+        self.recent: deque[StoredMessage] = deque(maxlen=RECENT_CACHE)
+        self.loaded = last_id == 0  # ``recent`` holds the newest messages
+        self.deleting: set[int] = set()  # deletions submitted, not yet delivered
         self.closed = False  # removed from the hub; a thread holding it must look again
 
     def connections(self) -> Iterator[Member]:
@@ -86,26 +113,13 @@ class Room:
         for member in self.connections():
             member.deliver(own if member is sender and own else data)
 
-    def find(self, message_id: int) -> StoredMessage | None:
-        """The live (not deleted) message with this id, if still held."""
-        if not self.history:
-            return None
-        index = message_id - self.history[0].id
-        if 0 <= index < len(self.history):
-            message = self.history[index]
-            if not message.deleted:
-                return message
+    def cached(self, message_id: int) -> StoredMessage | None:
+        """The message with this id if it is in the recent cache."""
+        if self.recent:
+            index = message_id - self.recent[0].id
+            if 0 <= index < len(self.recent):
+                return self.recent[index]
         return None
-
-    def page(self, *, before: int | None, after: int | None, limit: int) -> list[MessageRecord]:
-        """Up to ``limit`` live messages, oldest first, per the ``history`` request."""
-        live: Iterable[StoredMessage] = (m for m in self.history if not m.deleted)
-        if after is not None:
-            chosen = [m for m in live if m.id > after][:limit]
-        else:
-            bound = before if before is not None else self.last_id + 1
-            chosen = [m for m in live if m.id < bound][-limit:]
-        return [m.record(self.name) for m in chosen]
 
 
 class Hub:
@@ -116,24 +130,44 @@ class Hub:
         *,
         user_exists: Callable[[str], bool],
         admins: Iterable[str] = (),
-        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        store: Store | None = None,
+        committer: Committer | None = None,
         clock: Callable[[], str] = timestamp,
     ) -> None:
         self._user_exists = user_exists
         self.admins = frozenset(admins)
-        self._history_limit = history_limit
+        self.store: Store = store if store is not None else SqliteStore(":memory:")
+        self._committer = committer if committer is not None else InlineCommitter(self.store)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._rooms: dict[str, Room] = {}
+        self._lock = threading.RLock()
+        self._rooms = {
+            name: Room(name, last_id) for name, last_id in self.store.room_counters().items()
+        }
         self._users: dict[str, set[Member]] = {}
-        self._dm_counter = 0
+        self._dm_counter, self._dm_markers = self.store.dm_state()
 
     # -- connections
 
     def register(self, member: Member) -> None:
-        """A connection has logged in."""
+        """A connection has logged in: it gets the direct messages sent while away."""
         with self._lock:
             self._users.setdefault(member.user, set()).add(member)
+        self._committer.submit(None, partial(self._catch_up, member))
+
+    def _catch_up(self, member: Member) -> None:
+        """(After every earlier commit.) Deliver DMs the user has not been sent yet."""
+        with self._lock:
+            if member not in self._users.get(member.user, ()):
+                return
+            missed = self.store.dms_after(member.user, self._dm_markers.get(member.user, 0))
+            for dm in missed:
+                member.deliver(dm_frame(dm).encode())
+            if missed:
+                self._mark_delivered(member.user, missed[-1].id)
+
+    def _mark_delivered(self, user: str, dm_id: int) -> None:
+        self._dm_markers[user] = dm_id
+        self._committer.submit(SetDmMarker(user, dm_id))
 
     def disconnect(self, member: Member) -> None:
         """A connection is gone: leave its rooms and forget it. Safe to call twice."""
@@ -156,12 +190,12 @@ class Hub:
         with self._lock:
             room = self._rooms.get(name)
             if room is None and create:
-                room = self._rooms[name] = Room(name, self._history_limit)
+                room = self._rooms[name] = Room(name)
             return room
 
     def _drop_if_unused(self, room: Room) -> None:
         """Forget a room with no members and no history (called under its lock)."""
-        if not room.members and not room.history:
+        if not room.members and room.next_id == 0:
             room.closed = True
             with self._lock:
                 if self._rooms.get(room.name) is room:
@@ -174,6 +208,30 @@ class Hub:
             raise ProtocolError("not_member", f"you are not in room {name!r}; join it first")
         return room
 
+    def _load(self, room: Room) -> None:
+        """Fill the recent-message cache from the store (under the room lock)."""
+        if not room.loaded:
+            room.recent.extend(self.store.recent(room.name, RECENT_CACHE))
+            room.loaded = True
+
+    def _latest(self, room: Room, limit: int) -> list[MessageRecord]:
+        """The newest ``limit`` live messages, oldest first (under the room lock)."""
+        self._load(room)
+        live = [m for m in room.recent if not m.deleted]
+        complete = not room.recent or room.recent[0].id == 1
+        if len(live) < limit and not complete:
+            live = self.store.page(room.name, before=None, after=None, limit=limit,
+                                   upto=room.last_id)  # fmt: skip
+        return [record(room.name, m) for m in live[-limit:]]
+
+    def _find(self, room: Room, message_id: int) -> StoredMessage | None:
+        """The live message with this id, or None (under the room lock)."""
+        if not 1 <= message_id <= room.last_id or message_id in room.deleting:
+            return None
+        self._load(room)
+        message = room.cached(message_id) or self.store.message(room.name, message_id)
+        return None if message is None or message.deleted else message
+
     def join(self, member: Member, name: str, ref: str | None) -> None:
         while True:
             room = self._room(name, create=True)
@@ -182,20 +240,16 @@ class Hub:
                 if room.closed:
                     continue  # it was dropped between lookup and lock; make a new one
                 conns = room.members.setdefault(member.user, set())
-                first = not conns
-                if first:
-                    room.broadcast(
-                        Presence(
-                            room=name, user=member.user, event="join", ts=self._clock()
-                        ).encode()
-                    )
+                if not conns:
+                    presence = Presence(room=name, user=member.user, event="join",
+                                        ts=self._clock())  # fmt: skip
+                    room.broadcast(presence.encode())
                 conns.add(member)
                 member.rooms.add(name)
-                history = room.page(before=None, after=None, limit=JOIN_HISTORY)
                 member.deliver(
                     Joined(
                         room=name, members=sorted(room.members), last_id=room.last_id,
-                        history=history, ref=ref,
+                        history=self._latest(room, JOIN_HISTORY), ref=ref,
                     ).encode()
                 )  # fmt: skip
                 return
@@ -217,41 +271,61 @@ class Hub:
     def send(self, member: Member, name: str, text: str, ref: str | None) -> None:
         room = self._joined_room(member, name)
         with room.lock:
-            room.last_id += 1
-            stored = StoredMessage(id=room.last_id, user=member.user, text=text, ts=self._clock())
-            room.history.append(stored)
-            frame = Message(room=name, id=stored.id, user=stored.user, text=text, ts=stored.ts)
+            room.next_id += 1
+            message = StoredMessage(id=room.next_id, user=member.user, text=text, ts=self._clock())
+            then = partial(self._sent, room, message, member, ref)
+            self._committer.submit(AddMessage(name, message), then)
+
+    def _sent(self, room: Room, message: StoredMessage, sender: Member, ref: str | None) -> None:
+        with room.lock:
+            room.last_id = message.id
+            if room.loaded:
+                room.recent.append(message)
+            frame = Message(room=room.name, id=message.id, user=message.user, text=message.text,
+                            ts=message.ts)  # fmt: skip
             own = frame.model_copy(update={"ref": ref}).encode() if ref else b""
-            room.broadcast(frame.encode(), sender=member, own=own)
+            room.broadcast(frame.encode(), sender=sender, own=own)
 
     def edit(self, member: Member, name: str, message_id: int, text: str, ref: str | None) -> None:
         room = self._joined_room(member, name)
         with room.lock:
-            stored = room.find(message_id)
-            if stored is None:
+            message = self._find(room, message_id)
+            if message is None:
                 raise ProtocolError("not_found", f"no message {message_id} in room {name!r}")
-            if stored.user != member.user:
+            if message.user != member.user:
                 raise ProtocolError("forbidden", "only the author may edit a message")
-            stored.text = text
-            stored.edited_ts = self._clock()
-            frame = Edited(
-                room=name, id=message_id, user=member.user, text=text, ts=stored.edited_ts
-            )
+            frame = Edited(room=name, id=message_id, user=member.user, text=text,
+                           ts=self._clock())  # fmt: skip
+            then = partial(self._edited, room, frame, member, ref)
+            self._committer.submit(EditMessage(name, message_id, text, frame.ts), then)
+
+    def _edited(self, room: Room, frame: Edited, sender: Member, ref: str | None) -> None:
+        with room.lock:
+            if cached := room.cached(frame.id):
+                cached.text, cached.edited_ts = frame.text, frame.ts
             own = frame.model_copy(update={"ref": ref}).encode() if ref else b""
-            room.broadcast(frame.encode(), sender=member, own=own)
+            room.broadcast(frame.encode(), sender=sender, own=own)
 
     def delete(self, member: Member, name: str, message_id: int, ref: str | None) -> None:
         room = self._joined_room(member, name)
         with room.lock:
-            stored = room.find(message_id)
-            if stored is None:
+            message = self._find(room, message_id)
+            if message is None:
                 raise ProtocolError("not_found", f"no message {message_id} in room {name!r}")
-            if stored.user != member.user and member.user not in self.admins:
+            if message.user != member.user and member.user not in self.admins:
                 raise ProtocolError("forbidden", "only the author or an admin may delete a message")
-            stored.deleted = True
+            room.deleting.add(message_id)
             frame = Deleted(room=name, id=message_id, by=member.user, ts=self._clock())
+            then = partial(self._deleted, room, frame, member, ref)
+            self._committer.submit(DeleteMessage(name, message_id), then)
+
+    def _deleted(self, room: Room, frame: Deleted, sender: Member, ref: str | None) -> None:
+        with room.lock:
+            if cached := room.cached(frame.id):
+                cached.deleted, cached.text = True, ""
+            room.deleting.discard(frame.id)
             own = frame.model_copy(update={"ref": ref}).encode() if ref else b""
-            room.broadcast(frame.encode(), sender=member, own=own)
+            room.broadcast(frame.encode(), sender=sender, own=own)
 
     def history(
         self,
@@ -265,7 +339,9 @@ class Hub:
     ) -> None:
         room = self._joined_room(member, name)
         with room.lock:
-            messages = room.page(before=before, after=after, limit=limit)
+            upto = room.last_id
+        page = self.store.page(name, before=before, after=after, limit=limit, upto=upto)
+        messages = [record(name, m) for m in page]
         member.deliver(HistoryReply(room=name, messages=messages, ref=ref).encode())
 
     def members(self, member: Member, name: str, ref: str | None) -> None:
@@ -291,10 +367,23 @@ class Hub:
             raise ProtocolError("no_such_user", f"there is no user {to!r}")
         with self._lock:
             self._dm_counter += 1
-            frame = DirectMessage(id=self._dm_counter, from_=member.user, to=to, text=text,
-                                  ts=self._clock())  # fmt: skip
+            dm = DmRecord(self._dm_counter, member.user, to, text, self._clock())
+            self._committer.submit(AddDm(dm), partial(self._dm_sent, dm, member, ref))
+
+    def _dm_sent(self, dm: DmRecord, sender: Member, ref: str | None) -> None:
+        with self._lock:
+            frame = dm_frame(dm)
             data = frame.encode()
             own = frame.model_copy(update={"ref": ref}).encode() if ref else data
-            recipients = self._users.get(to, set()) | self._users.get(member.user, set())
-            for conn in recipients:
-                conn.deliver(own if conn is member else data)
+            recipients = self._users.get(dm.recipient, set())
+            for conn in recipients | self._users.get(dm.sender, set()):
+                conn.deliver(own if conn is sender else data)
+            if recipients:
+                self._mark_delivered(dm.recipient, dm.id)
+
+    def dm_history(
+        self, member: Member, other: str, *, before: int | None, limit: int, ref: str | None
+    ) -> None:
+        page = self.store.dm_page(member.user, other, before=before, limit=limit)
+        messages = [dm_frame(dm) for dm in page]
+        member.deliver(DmHistoryReply(with_=other, messages=messages, ref=ref).encode())

@@ -31,14 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import DEFAULT_PORT, PROTOCOL_VERSION, __version__
-from .exceptions import FrameTooLarge, PasswordFileError
+from .exceptions import FrameTooLarge, PasswordFileError, StoreError
 from .frames import ErrorFrame, ServerPing, Welcome, error_frame
 from .framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT, LineReader
 from .hub import Hub
 from .passwd import PasswordFile, permission_warning
 from .session import Session
+from .store import GroupCommitter, SqliteStore
 
 log = logging.getLogger("securechat.server")
+
+DATABASE_NAME = "securechat.db"
 
 # Mozilla "intermediate" (TLS 1.2 part; TLS 1.3 suites are OpenSSL's defaults).
 INTERMEDIATE_CIPHERS = (
@@ -411,6 +414,27 @@ class Server:
         os.close(self._stop_fd)
 
 
+@contextlib.contextmanager
+def durable_hub(
+    data_dir: Path, passwords: PasswordFile, *, admins: Sequence[str] = (), fsync: bool = False
+) -> Iterator[Hub]:
+    """A hub whose history lives in ``data_dir`` (created 0700), committed in groups.
+
+    On exit, everything submitted is committed and delivered before the store closes.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        log.warning("data directory %s is accessible by other users; chmod 700 it", data_dir)
+    store = SqliteStore(data_dir / DATABASE_NAME, fsync=fsync)
+    committer = GroupCommitter(store)
+    try:
+        yield Hub(user_exists=lambda user: user in passwords.users(), admins=admins,
+                  store=store, committer=committer)  # fmt: skip
+    finally:
+        committer.close()
+        store.close()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="securechat-server", description="Run a securechat server (TLS only)."
@@ -421,6 +445,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free)")
     parser.add_argument("--admins", default="", help="comma-separated admin user names")
+    parser.add_argument("--data-dir", default="data", help="where history is stored")
+    parser.add_argument("--fsync", action="store_true",
+                        help="fsync every commit (survives power loss; slower)")  # fmt: skip
     parser.add_argument("--frame-limit", type=int, default=DEFAULT_FRAME_LIMIT,
                         help=f"largest frame in bytes (at least {MIN_FRAME_LIMIT})")  # fmt: skip
     parser.add_argument(
@@ -455,22 +482,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PasswordFileError as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)
         return 1
-    admins = [name.strip() for name in args.admins.split(",") if name.strip()]
-    hub = Hub(user_exists=lambda user: user in passwords.users(), admins=admins)
-    limits = Limits(frame_bytes=args.frame_limit)
-    server = Server(context, hub, passwords.verify, args.host, args.port, limits)
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"securechat-server: cannot listen on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    stop = threading.Event()
+    stop = threading.Event()  # handlers first: a signal during start-up still stops us
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
-    log.info("shutting down")
-    server.shutdown()
+    admins = [name.strip() for name in args.admins.split(",") if name.strip()]
+    limits = Limits(frame_bytes=args.frame_limit)
+    try:
+        with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync) as hub:
+            server = Server(context, hub, passwords.verify, args.host, args.port, limits)
+            try:
+                server.start()
+            except OSError as exc:
+                print(f"securechat-server: cannot listen on {args.host}:{args.port}: {exc}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            stop.wait()
+            log.info("shutting down")
+            server.shutdown()
+    except (StoreError, OSError) as exc:
+        print(f"securechat-server: {exc}", file=sys.stderr)
+        return 1
     log.info("stopped")
     return 0
 

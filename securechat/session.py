@@ -16,6 +16,7 @@ from .frames import (
     Bye,
     Delete,
     Dm,
+    DmHistory,
     Edit,
     History,
     Join,
@@ -121,6 +122,8 @@ class Session:
             hub.delete(self, frame.room, frame.id, ref)
         elif isinstance(frame, Dm):
             hub.dm(self, frame.to, frame.text, ref)
+        elif isinstance(frame, DmHistory):
+            hub.dm_history(self, frame.with_, before=frame.before, limit=frame.limit, ref=ref)
         elif isinstance(frame, History):
             hub.history(self, frame.room, before=frame.before, after=frame.after,
                         limit=frame.limit, ref=ref)  # fmt: skip

@@ -256,7 +256,7 @@ class SqliteStore:
             (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM dms").fetchone()
             return last, dict(conn.execute("SELECT user, last_id FROM dm_markers"))
 
-    _COLUMNS = "id, user, text, ts, edited_ts, deleted"
+    _SELECT = "SELECT id, user, text, ts, edited_ts, deleted FROM messages WHERE room = ? "
 
     @staticmethod
     def _message(row: tuple) -> StoredMessage:
@@ -265,7 +265,7 @@ class SqliteStore:
     def recent(self, room: str, limit: int) -> list[StoredMessage]:
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {self._COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?",
+                self._SELECT + "ORDER BY id DESC LIMIT ?",
                 (room, limit),
             ).fetchall()
         return [self._message(row) for row in reversed(rows)]
@@ -273,7 +273,7 @@ class SqliteStore:
     def message(self, room: str, message_id: int) -> StoredMessage | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {self._COLUMNS} FROM messages WHERE room = ? AND id = ?",
+                self._SELECT + "AND id = ?",
                 (room, message_id),
             ).fetchone()
         return self._message(row) if row else None
@@ -281,16 +281,16 @@ class SqliteStore:
     def page(
         self, room: str, *, before: int | None, after: int | None, limit: int, upto: int
     ) -> list[StoredMessage]:
-        live = f"SELECT {self._COLUMNS} FROM messages WHERE room = ? AND deleted = 0 AND id <= ?"
+        live = self._SELECT + "AND deleted = 0 AND id <= ? "
         with self._read() as conn:
             if after is not None:
                 rows = conn.execute(
-                    f"{live} AND id > ? ORDER BY id LIMIT ?", (room, upto, after, limit)
+                    live + "AND id > ? ORDER BY id LIMIT ?", (room, upto, after, limit)
                 ).fetchall()
             else:
                 bound = upto + 1 if before is None else before
                 rows = conn.execute(
-                    f"{live} AND id < ? ORDER BY id DESC LIMIT ?", (room, upto, bound, limit)
+                    live + "AND id < ? ORDER BY id DESC LIMIT ?", (room, upto, bound, limit)
                 ).fetchall()
                 rows.reverse()
         return [self._message(row) for row in rows]

@@ -1,6 +1,7 @@
 """Fixtures: certificates, a password file and an in-process server on port 0."""
 
 import contextlib
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -8,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from securechat.certs import CertPaths, make_certs
-from securechat.hub import Hub
 from securechat.passwd import PasswordFile, set_password
-from securechat.server import Limits, Server, make_server_context
+from securechat.server import Limits, Server, durable_hub, make_server_context
 
 from .chatclient import ChatClient
 
@@ -34,25 +34,30 @@ def passwd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def run_server(
-    certs: CertPaths, passwd: Path, limits: Limits | None = None, admins: tuple[str, ...] = ()
+    certs: CertPaths,
+    passwd: Path,
+    limits: Limits | None = None,
+    admins: tuple[str, ...] = (),
+    data_dir: Path | None = None,
 ) -> Iterator[Server]:
     """A server on 127.0.0.1 port 0 that always shuts down, and leaks no thread."""
     before = set(threading.enumerate())
-    passwords = PasswordFile(passwd)
-    hub = Hub(user_exists=lambda user: user in passwords.users(), admins=admins)
-    server = Server(
-        make_server_context(certs.server), hub, passwords.verify, "127.0.0.1", 0,
-        limits or Limits(),
-    )  # fmt: skip
-    server.start()
-    try:
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "data"
+        passwords = PasswordFile(passwd)
+        hub = stack.enter_context(durable_hub(data_dir, passwords, admins=admins))
+        server = Server(
+            make_server_context(certs.server), hub, passwords.verify, "127.0.0.1", 0,
+            limits or Limits(),
+        )  # fmt: skip
+        server.start()
+        stack.callback(server.shutdown)
         yield server
-    finally:
-        server.shutdown()
-        for thread in set(threading.enumerate()) - before:
-            thread.join(5)  # a connection thread may still be returning
-        leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-        assert not leaked, f"threads left behind: {leaked}"
+    for thread in set(threading.enumerate()) - before:
+        thread.join(5)  # a connection thread may still be returning
+    leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not leaked, f"threads left behind: {leaked}"
 
 
 @pytest.fixture

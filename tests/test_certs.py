@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from securechat.certs import DEFAULT_NAMES, CertPaths, main, make_certs
+from securechat.certs import CertPaths, main, make_certs
 from securechat.exceptions import CertificateError
 
 TIMEOUT = 10.0

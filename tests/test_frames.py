@@ -16,6 +16,8 @@ from securechat.frames import (
     Deleted,
     DirectMessage,
     Dm,
+    DmHistory,
+    DmHistoryReply,
     Edit,
     Edited,
     ErrorFrame,
@@ -82,6 +84,10 @@ def assert_sentence(message: str) -> None:
 
 # Valid frames of every type, and the frame each one must give.
 VALID_FRAMES = [
+    (
+        {"type": "dm_history", "with": "bob", "before": 9, "limit": 20},
+        DmHistory.model_validate({"type": "dm_history", "with": "bob", "before": 9, "limit": 20}),
+    ),
     (
         {"type": "login", "user": "nandini", "password": "pw"},
         Login(type="login", user="nandini", password="pw"),
@@ -617,6 +623,9 @@ SERVER_FRAMES = [
     Deleted(room="lobby", id=1, by="admin", ts=TS, ref="d"),
     DirectMessage(id=1, from_="ann", to="bob", text="psst", ts=TS),
     DirectMessage(id=2, from_="ann", to="bob", text="psst", ts=TS, ref="x"),
+    DmHistoryReply(
+        with_="bob", messages=[DirectMessage(id=1, from_="ann", to="bob", text="hi", ts=TS)]
+    ),
     HistoryReply(room="lobby", messages=[RECORD, EDITED_RECORD]),
     HistoryReply(room="lobby", messages=[], ref="h"),
     RoomsReply(rooms=[RoomInfo(name="a", members=2), RoomInfo(name="b", members=0)]),

@@ -18,7 +18,8 @@ from hypothesis.stateful import (
 )
 
 from securechat.exceptions import ProtocolError
-from securechat.hub import JOIN_HISTORY, Hub
+from securechat.hub import JOIN_HISTORY, RECENT_CACHE, Hub
+from securechat.store import SqliteStore
 
 USERS = {"ann", "bob", "cid", "dee", "root"}
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -523,19 +524,12 @@ def test_deleted_ids_are_not_reused(hub: Hub) -> None:
     assert post(hub, ann, "lobby", "d") == [4]
 
 
-@pytest.mark.xfail(
-    reason="BUG hub.Hub(history_limit=0) is accepted, but a room whose deque holds nothing "
-    "is dropped when its last member leaves, so its message ids restart at 1 (reused)",
-    strict=True,
-)
-def test_ids_not_reused_with_history_limit_zero() -> None:
-    try:
-        hub = make_hub(history_limit=0)
-    except ValueError:  # refusing the setting would be a fine fix too
-        return
+def test_ids_not_reused_after_the_room_empties() -> None:
+    hub = make_hub()
     ann = connect(hub, "ann")
     joined(hub, ann, "lobby")
     assert post(hub, ann, "lobby", "a") == [1]
+    hub.delete(ann, "lobby", 1, None)
     hub.leave(ann, "lobby", None)
     assert joined(hub, ann, "lobby")["last_id"] == 1
     assert post(hub, ann, "lobby", "b") == [2]
@@ -625,23 +619,42 @@ def test_history_ref(hub: Hub, sixty: FakeMember) -> None:
     assert sixty.only("history")["ref"] == "page"
 
 
-def test_history_ring_limit() -> None:
-    hub = make_hub(history_limit=5)
+def test_history_beyond_the_recent_cache() -> None:
+    hub = make_hub()
     ann = connect(hub, "ann")
     joined(hub, ann, "lobby")
-    post(hub, ann, "lobby", *(f"m{i}" for i in range(1, 9)))
+    total = RECENT_CACHE + 60
+    post(hub, ann, "lobby", *(f"m{i}" for i in range(1, total + 1)))
     clear(ann)
-    assert history(hub, ann) == [4, 5, 6, 7, 8]
-    assert history(hub, ann, after=0, limit=2) == [4, 5]
-    assert history(hub, ann, before=5) == [4]
+    assert history(hub, ann, after=0, limit=3) == [1, 2, 3]
+    assert history(hub, ann, before=4) == [1, 2, 3]
+    hub.edit(ann, "lobby", 2, "old but edited", None)  # not in the cache: from the store
+    hub.delete(ann, "lobby", 3, None)
+    raises("not_found", hub.delete, ann, "lobby", 3, None)
+    clear(ann)
+    assert history(hub, ann, after=0, limit=3) == [1, 2, 4]
+    for message_id in range(total - RECENT_CACHE + 1, total + 1):  # all cached ones go
+        hub.delete(ann, "lobby", message_id, None)
     frame = joined(hub, connect(hub, "bob"), "lobby")
-    assert (frame["last_id"], ids_of(frame["history"])) == (8, [4, 5, 6, 7, 8])
-    raises("not_found", hub.edit, ann, "lobby", 3, "gone", None)
-    raises("not_found", hub.delete, ann, "lobby", 1, None)
-    hub.edit(ann, "lobby", 4, "still here", None)
-    assert post(hub, ann, "lobby", "m9") == [9]
-    clear(ann)
-    assert history(hub, ann) == [5, 6, 7, 8, 9]
+    expected = list(range(total - RECENT_CACHE - 49, total - RECENT_CACHE + 1))
+    assert (frame["last_id"], ids_of(frame["history"])) == (total, expected)
+
+
+def test_a_new_hub_on_the_same_store_keeps_counters_and_history() -> None:
+    store = SqliteStore(":memory:")
+    hub = make_hub(store=store)
+    ann = connect(hub, "ann")
+    joined(hub, ann, "lobby")
+    post(hub, ann, "lobby", "a", "b")
+    hub.edit(ann, "lobby", 1, "a2", None)
+    hub.delete(ann, "lobby", 2, None)
+    restarted = make_hub(store=store)
+    bob = connect(restarted, "bob")
+    frame = joined(restarted, bob, "lobby")
+    assert frame["last_id"] == 2
+    assert [(m["id"], m["text"]) for m in frame["history"]] == [(1, "a2")]
+    assert "edited_ts" in frame["history"][0]
+    assert post(restarted, bob, "lobby", "c") == [3]
 
 
 # --- members and rooms ------------------------------------------------------------------
