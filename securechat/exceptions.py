@@ -24,13 +24,20 @@ class ProtocolError(SecurechatError):
     """A frame from the peer that breaks the protocol; becomes an ``error`` frame."""
 
     def __init__(
-        self, code: str, message: str, *, ref: str | None = None, fatal: bool = False
+        self,
+        code: str,
+        message: str,
+        *,
+        ref: str | None = None,
+        fatal: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
         self.fatal = fatal
+        self.retry_after = retry_after
 
 
 class FrameTooLarge(ProtocolError):

@@ -77,7 +77,10 @@ class Login(ClientFrame):
 
     type: Literal["login"]
     user: Name
-    password: Annotated[str, StringConstraints(max_length=1024)]
+    password: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        default=None,  # type: ignore[assignment]
+        description="required unless the TLS client certificate names this user",
+    )
 
 
 class Join(ClientFrame):
@@ -491,9 +494,16 @@ AnyServerFrame = Annotated[
 server_frame_adapter: TypeAdapter[AnyServerFrame] = TypeAdapter(AnyServerFrame)
 
 
-def error_frame(code: str, message: str, ref: str | None = None) -> bytes:
+def error_frame(
+    code: str, message: str, ref: str | None = None, retry_after: float | None = None
+) -> bytes:
     """Encode an ``error`` frame."""
-    return ErrorFrame(code=code, message=message, ref=ref).encode()  # type: ignore[arg-type]
+    return ErrorFrame(
+        code=code,  # type: ignore[arg-type]
+        message=message,
+        ref=ref,
+        retry_after=None if retry_after is None else round(retry_after, 3),
+    ).encode()
 
 
 def client_schema() -> dict[str, Any]:

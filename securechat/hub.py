@@ -134,7 +134,7 @@ class Hub:
         committer: Committer | None = None,
         clock: Callable[[], str] = timestamp,
     ) -> None:
-        self._user_exists = user_exists
+        self.user_exists = user_exists
         self.admins = frozenset(admins)
         self.store: Store = store if store is not None else SqliteStore(":memory:")
         self._committer = committer if committer is not None else InlineCommitter(self.store)
@@ -363,7 +363,7 @@ class Hub:
     # -- direct messages
 
     def dm(self, member: Member, to: str, text: str, ref: str | None) -> None:
-        if not self._user_exists(to):
+        if not self.user_exists(to):
             raise ProtocolError("no_such_user", f"there is no user {to!r}")
         with self._lock:
             self._dm_counter += 1

@@ -25,7 +25,7 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from .exceptions import FrameTooLarge, PasswordFileError, StoreError
 from .frames import ErrorFrame, ServerPing, Welcome, error_frame
 from .framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT, LineReader
 from .hub import Hub
+from .limits import BcryptGate, LoginThrottle, TokenBucket
 from .passwd import PasswordFile, permission_warning
 from .session import Session
 from .store import GroupCommitter, SqliteStore
@@ -67,17 +68,43 @@ class Limits:
     login_timeout: float = 10.0
     idle_ping: float = 60.0
     idle_drop: float = 120.0
+    partial_timeout: float = 30.0  # a started frame must be finished within this
     flush_timeout: float = 3.0
+    frame_rate: float = 10.0  # frames a second per connection, after a burst of
+    frame_burst: int = 20
+    max_connections: int = 10_000
+    max_per_address: int = 50
+    bcrypt_concurrent: int = 2 * (os.cpu_count() or 1)
+    bcrypt_waiting: int = 200
 
 
-def make_server_context(cert: str | Path, key: str | Path | None = None) -> ssl.SSLContext:
-    """A TLS 1.2+ server context with Mozilla intermediate ciphers."""
+def make_server_context(
+    cert: str | Path, key: str | Path | None = None, client_ca: str | Path | None = None
+) -> ssl.SSLContext:
+    """A TLS 1.2+ server context with Mozilla intermediate ciphers.
+
+    With ``client_ca``, clients may present a certificate signed by that CA; its
+    common name then names a user who can log in without a password.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(INTERMEDIATE_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION
     context.load_cert_chain(str(cert), str(key) if key else None)
+    if client_ca is not None:
+        context.load_verify_locations(str(client_ca))
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def certificate_user(tls: ssl.SSLSocket) -> str | None:
+    """The common name of the client's verified certificate, if it sent one."""
+    cert = tls.getpeercert()
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and isinstance(value, str):
+                return value
+    return None
 
 
 class _Closed(Exception):
@@ -102,7 +129,12 @@ class Connection:
         self._sealed = False
         self._close_reason: bytes | None = None
         self._done = False
-        self.session = Session(server.hub, self.deliver, server.authenticate)
+        self.busy = False  # over a connection limit: say server_busy and close
+        self.session = Session(
+            server.hub, self.deliver, server.check_password, address=address[0],
+            throttle=server.throttle,
+            bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
+        )  # fmt: skip
         self.thread = threading.Thread(
             target=self.run, name=f"conn-{address[0]}:{address[1]}", daemon=True
         )
@@ -168,7 +200,13 @@ class Connection:
     def run(self) -> None:
         try:
             self._handshake()
-            self.deliver(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
+            assert self.tls is not None
+            if self.busy:
+                self.deliver(error_frame("server_busy", "too many connections; try again later"))
+                self.session.closing = True
+            else:
+                self.session.cert_user = certificate_user(self.tls)
+                self.deliver(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
             self._serve()
         except _Closed:
             pass
@@ -213,6 +251,7 @@ class Connection:
         login_deadline = now + limits.login_timeout
         last_heard = now
         pinged = False
+        partial_since: float | None = None  # when the unfinished frame began
         pending = b""
         closing_since: float | None = None
         while True:
@@ -254,8 +293,13 @@ class Connection:
                 deadline = login_deadline
             else:
                 deadline = last_heard + (limits.idle_drop if pinged else limits.idle_ping)
+            if partial_since is not None and closing_since is None:
+                deadline = min(deadline, partial_since + limits.partial_timeout)
             if now >= deadline:
                 if closing_since is not None:
+                    raise _Closed
+                if partial_since is not None and now >= partial_since + limits.partial_timeout:
+                    self._send_best_effort(error_frame("bad_frame", "frame not finished in time"))
                     raise _Closed
                 if not session.logged_in:
                     self._send_best_effort(error_frame("auth_required", "login timed out"))
@@ -279,6 +323,10 @@ class Connection:
                     session.receive_line(line)
                     if session.closing:
                         break
+                if not reader.pending:
+                    partial_since = None
+                elif partial_since is None:
+                    partial_since = time.monotonic()
 
     def _read(self, reader: LineReader) -> Iterator[bytes]:
         """Read what the socket has (a bounded amount) and yield complete lines."""
@@ -339,6 +387,9 @@ class Server:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._connections: set[Connection] = set()
+        self._per_address: Counter[str] = Counter()
+        self.throttle = LoginThrottle()
+        self._gate = BcryptGate(self.limits.bcrypt_concurrent, self.limits.bcrypt_waiting)
         self._listener: socket.socket | None = None
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._accept_thread: threading.Thread | None = None
@@ -379,12 +430,27 @@ class Server:
                 if self._stopping:
                     sock.close()
                     continue
+                host = connection.address[0]
+                connection.busy = (
+                    len(self._connections) >= self.limits.max_connections
+                    or self._per_address[host] >= self.limits.max_per_address
+                )
                 self._connections.add(connection)
+                self._per_address[host] += 1
             connection.thread.start()
+
+    def check_password(self, user: str, password: str) -> bool:
+        """``authenticate``, at most ``bcrypt_concurrent`` at once (else wait or busy)."""
+        return self._gate.run(self.authenticate, user, password)
 
     def _forget(self, connection: Connection) -> None:
         with self._lock:
-            self._connections.discard(connection)
+            if connection in self._connections:
+                self._connections.discard(connection)
+                host = connection.address[0]
+                self._per_address[host] -= 1
+                if not self._per_address[host]:
+                    del self._per_address[host]
 
     def connections(self) -> list[Connection]:
         with self._lock:
@@ -450,6 +516,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="fsync every commit (survives power loss; slower)")  # fmt: skip
     parser.add_argument("--frame-limit", type=int, default=DEFAULT_FRAME_LIMIT,
                         help=f"largest frame in bytes (at least {MIN_FRAME_LIMIT})")  # fmt: skip
+    limits = parser.add_argument_group("limits (defaults from the protocol)")
+    defaults = Limits()
+    limits.add_argument("--frame-rate", type=float, default=defaults.frame_rate,
+                        help="frames a second per connection")  # fmt: skip
+    limits.add_argument("--frame-burst", type=int, default=defaults.frame_burst,
+                        help="frames a connection may send at once")  # fmt: skip
+    limits.add_argument("--max-connections", type=int, default=defaults.max_connections)
+    limits.add_argument("--max-per-address", type=int, default=defaults.max_per_address)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -458,6 +532,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--port must be between 0 and 65535")
     if args.frame_limit < MIN_FRAME_LIMIT:
         parser.error(f"--frame-limit must be at least {MIN_FRAME_LIMIT}")
+    if args.frame_rate <= 0 or args.frame_burst < 1:
+        parser.error("--frame-rate must be positive and --frame-burst at least 1")
+    if args.max_connections < 1 or args.max_per_address < 1:
+        parser.error("--max-connections and --max-per-address must be at least 1")
     return args
 
 
@@ -486,7 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     admins = [name.strip() for name in args.admins.split(",") if name.strip()]
-    limits = Limits(frame_bytes=args.frame_limit)
+    limits = Limits(
+        frame_bytes=args.frame_limit, frame_rate=args.frame_rate, frame_burst=args.frame_burst,
+        max_connections=args.max_connections, max_per_address=args.max_per_address,
+    )  # fmt: skip
     try:
         with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync) as hub:
             server = Server(context, hub, passwords.verify, args.host, args.port, limits)

@@ -8,6 +8,7 @@ the transport gave it. It is the one place where a :exc:`ProtocolError` becomes 
 reading, flush and close.
 """
 
+import time
 from collections.abc import Callable
 
 from .exceptions import ProtocolError
@@ -34,8 +35,10 @@ from .frames import (
     parse_client_frame,
 )
 from .hub import Hub
+from .limits import LoginThrottle, TokenBucket
 
 MAX_LOGIN_FAILURES = 5
+MAX_REFUSALS = 100  # refused frames (decaying by one a second) before a flooder is dropped
 AUTH_FAILED_MESSAGE = "wrong user name or password"
 
 
@@ -48,12 +51,26 @@ class Session:
         send: Callable[[bytes], None],
         authenticate: Callable[[str, str], bool],
         *,
+        address: str = "",
+        cert_user: str | None = None,
+        throttle: LoginThrottle | None = None,
+        bucket: TokenBucket | None = None,
         max_login_failures: int = MAX_LOGIN_FAILURES,
+        max_refusals: int = MAX_REFUSALS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
         self._send = send
         self._authenticate = authenticate
+        self.address = address
+        self.cert_user = cert_user  # the user named by a verified client certificate
+        self._throttle = throttle
+        self._bucket = bucket
         self._max_login_failures = max_login_failures
+        self._max_refusals = max_refusals
+        self._clock = clock
+        self._refusals = 0.0
+        self._refusals_stamp = clock()
         self.user = ""
         self.rooms: set[str] = set()
         self.logged_in = False
@@ -74,13 +91,16 @@ class Session:
 
     def fail(self, error: ProtocolError) -> None:
         """Report ``error`` to the client; close afterwards if it is fatal."""
-        self.deliver(error_frame(error.code, error.message, error.ref))
+        self.deliver(error_frame(error.code, error.message, error.ref, error.retry_after))
         if error.fatal:
             self.closing = True
 
     def receive_line(self, line: bytes) -> None:
         """Handle one frame line from the client."""
         if self.closing:
+            return
+        if self._bucket is not None and (wait := self._bucket.take()):
+            self._refuse(wait)
             return
         try:
             frame = parse_client_frame(line)
@@ -92,6 +112,18 @@ class Session:
         except ProtocolError as error:
             error.ref = frame.ref
             self.fail(error)
+
+    def _refuse(self, wait: float) -> None:
+        """Turn away a frame over the rate; drop a client that keeps flooding."""
+        now = self._clock()
+        self._refusals = max(0.0, self._refusals - (now - self._refusals_stamp)) + 1
+        self._refusals_stamp = now
+        if self._refusals > self._max_refusals:
+            self.fail(ProtocolError("rate_limited", "too many frames refused; disconnecting",
+                                    retry_after=wait, fatal=True))  # fmt: skip
+        else:
+            self.fail(ProtocolError("rate_limited", "slow down: frame refused",
+                                    retry_after=wait))  # fmt: skip
 
     def close(self) -> None:
         """The connection is gone: leave every room. Safe to call more than once."""
@@ -140,12 +172,28 @@ class Session:
     def _login(self, frame: Login) -> None:
         if self.logged_in:
             raise ProtocolError("bad_frame", f"already logged in as {self.user!r}")
-        if self._authenticate(frame.user, frame.password):
-            self.user = frame.user
+        user, throttle = frame.user, self._throttle
+        if throttle is not None and (wait := throttle.retry_after(user, self.address)) > 0:
+            throttle.failed(user, self.address, refused=True)
+            raise ProtocolError("rate_limited", "too many failed logins; wait and try again",
+                                retry_after=wait, fatal=self._login_failed())  # fmt: skip
+        if frame.password is None:  # only with a client certificate naming this user
+            ok = self.cert_user == user and self.hub.user_exists(user)
+        else:
+            ok = self._authenticate(user, frame.password)
+        if ok:
+            if throttle is not None:
+                throttle.succeeded(user, self.address)
+            self.user = user
             self.logged_in = True
             self.hub.register(self)
-            self.deliver(LoginOk(user=frame.user, ref=frame.ref).encode())
+            self.deliver(LoginOk(user=user, ref=frame.ref).encode())
             return
+        if throttle is not None:
+            throttle.failed(user, self.address)
+        raise ProtocolError("auth_failed", AUTH_FAILED_MESSAGE, fatal=self._login_failed())
+
+    def _login_failed(self) -> bool:
+        """Count a failed login on this connection; True when it must close."""
         self.login_failures += 1
-        fatal = self.login_failures >= self._max_login_failures
-        raise ProtocolError("auth_failed", AUTH_FAILED_MESSAGE, fatal=fatal)
+        return self.login_failures >= self._max_login_failures

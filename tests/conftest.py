@@ -60,9 +60,16 @@ def run_server(
     assert not leaked, f"threads left behind: {leaked}"
 
 
+# For tests that send faster than a person: @pytest.mark.limits(**UNMETERED)
+UNMETERED = {"frame_rate": 1e9, "frame_burst": 10**9}
+
+
 @pytest.fixture
-def server(certs: CertPaths, passwd_path: Path) -> Iterator[Server]:
-    with run_server(certs, passwd_path, admins=("admin",)) as srv:
+def server(request: pytest.FixtureRequest, certs: CertPaths, passwd_path: Path) -> Iterator[Server]:
+    """A server with the protocol's default limits, or those of a ``limits`` mark."""
+    marker = request.node.get_closest_marker("limits")
+    limits = Limits(**marker.kwargs) if marker else Limits()
+    with run_server(certs, passwd_path, limits, admins=("admin",)) as srv:
         yield srv
 
 

@@ -2,9 +2,13 @@
 
 import threading
 
+import pytest
+
 from .chatclient import ChatClient
-from .conftest import USERS
+from .conftest import UNMETERED, USERS
 from .serverprocess import ServerProcess
+
+FLOODING = ("--frame-rate", "1000000", "--frame-burst", "1000000")  # these tests send flat out
 
 
 def login(server: ServerProcess, certs, user: str) -> ChatClient:
@@ -15,7 +19,7 @@ def login(server: ServerProcess, certs, user: str) -> ChatClient:
 
 def test_restart_keeps_history_counters_and_waiting_dms(certs, passwd_path, tmp_path):
     data = tmp_path / "data"
-    with ServerProcess(certs.server, passwd_path, data) as server:
+    with ServerProcess(certs.server, passwd_path, data, *FLOODING) as server:
         alice = login(server, certs, "alice")
         for room in ("general", "random"):
             alice.request(type="join", room=room)
@@ -30,7 +34,7 @@ def test_restart_keeps_history_counters_and_waiting_dms(certs, passwd_path, tmp_
         assert "shutting_down" in repr(alice.wait_closed())
     assert (data.stat().st_mode & 0o777) == 0o700
 
-    with ServerProcess(certs.server, passwd_path, data) as server:
+    with ServerProcess(certs.server, passwd_path, data, *FLOODING) as server:
         bob = login(server, certs, "bob")
         waiting = bob.expect("dm")
         assert (waiting["id"], waiting["text"]) == (dm["id"], "while you were away")
@@ -58,7 +62,7 @@ def test_crash_loses_nothing_acknowledged(certs, passwd_path, tmp_path):
     data = tmp_path / "data"
     acked: dict[str, list[int]] = {}  # room -> ids acknowledged to anyone
     per_sender: list[list[int]] = [[], [], []]
-    with ServerProcess(certs.server, passwd_path, data) as server:
+    with ServerProcess(certs.server, passwd_path, data, *FLOODING) as server:
         started = threading.Barrier(4)
         crashed = threading.Event()
         lock = threading.Lock()
@@ -100,7 +104,7 @@ def test_crash_loses_nothing_acknowledged(certs, passwd_path, tmp_path):
     assert sum(map(len, acked.values())) >= 200
     for ids in per_sender:  # each sender's acks come in increasing id order
         assert ids == sorted(ids)
-    with ServerProcess(certs.server, passwd_path, data) as server:
+    with ServerProcess(certs.server, passwd_path, data, *FLOODING) as server:
         reader = login(server, certs, "carol")
         for room, ids in acked.items():
             assert len(set(ids)) == len(ids)  # no id acknowledged twice
@@ -121,6 +125,7 @@ def test_crash_loses_nothing_acknowledged(certs, passwd_path, tmp_path):
         assert server.terminate() == 0
 
 
+@pytest.mark.limits(**UNMETERED)
 def test_history_paging_edge_cases(connect):
     alice = connect("alice")
     alice.request(type="join", room="empty")

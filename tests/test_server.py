@@ -13,7 +13,7 @@ from securechat.passwd import delete_user, set_password
 from securechat.server import Limits
 
 from .chatclient import ChatClient
-from .conftest import USERS, run_server
+from .conftest import UNMETERED, USERS, run_server
 
 TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
@@ -323,7 +323,7 @@ def test_password_file_changes_apply_without_restart(certs, passwd_path, tmp_pat
 
 
 def test_stuck_client_is_dropped_while_others_carry_on(certs, passwd_path):
-    limits = Limits(queue_frames=50, queue_bytes=64 * 1024)
+    limits = Limits(queue_frames=50, queue_bytes=64 * 1024, **UNMETERED)
     with run_server(certs, passwd_path, limits) as server:
         stuck = ChatClient(server.address, certs.ca_cert, rcvbuf=4096)
         stuck.login("carol", USERS["carol"])
