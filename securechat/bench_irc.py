@@ -560,31 +560,45 @@ class Workspace:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+_T0 = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    """Progress on stderr, with the seconds since the bench started."""
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def start_securechat(ws: Workspace, extra: list[str], tag: str) -> ServerProcess:
-    """``python -m securechat.server`` of this checkout on a free loopback port.
+# Runs securechat.server.main with some Limits defaults replaced (argv[1]: "name=value,...").
+# Why: the peers run with their flood limits lifted; securechat gets the same treatment
+# without a server option for it, and unknown names are reported, not fatal.
+LAUNCHER = """\
+import dataclasses, sys
+import securechat.server as server
+real = server.Limits
+kinds = {f.name: type(f.default) for f in dataclasses.fields(real)}
+values = {}
+for item in filter(None, sys.argv[1].split(",")):
+    name, _, value = item.partition("=")
+    if name not in kinds:
+        print(f"bench: securechat has no limit {name!r}; ignored", file=sys.stderr)
+        continue
+    values[name] = int(float(value)) if kinds[name] is int else kinds[name](value)
+server.Limits = lambda **given: real(**{**values, **given})
+raise SystemExit(server.main(sys.argv[2:]))
+"""
+
+
+def start_securechat(ws: Workspace, limits: str, extra: list[str], tag: str) -> ServerProcess:
+    """securechat's server of this checkout, on a free loopback port, own data directory.
 
     The subprocess imports the same ``securechat`` package as the bench (PYTHONPATH),
-    so a checkout benchmarks its own server, installed or not.
+    so a checkout benchmarks its own server, installed or not. ``limits`` replaces
+    :class:`securechat.server.Limits` defaults (see LAUNCHER).
     """
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    argv = [
-        sys.executable,
-        "-m",
-        "securechat.server",
-        "--cert",
-        str(ws.certs.server),
-        "--passwd",
-        str(ws.passwd),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        *extra,
-    ]
+    argv = [sys.executable, "-c", LAUNCHER, limits, "--cert", str(ws.certs.server),
+            "--passwd", str(ws.passwd), "--host", "127.0.0.1", "--port", "0",
+            "--data-dir", str(ws.dir / f"data-{tag}"), *extra]  # fmt: skip
     ready = re.compile(r"listening on \S+:(\d+)")
     server = ServerProcess(
         "securechat", argv, ready, ws.dir / f"securechat-{tag}.log", {"PYTHONPATH": path}
@@ -643,7 +657,7 @@ def run_one(
 
     A fresh server per run keeps the /proc deltas (CPU, RSS) about this scenario alone.
     """
-    log(f"{scenario}: {name} ...")
+    log(f"{scenario}: {name}: starting")
     server: ServerProcess | None = None
     if name == "securechat" and opts.port:
         target = Target(
@@ -657,7 +671,7 @@ def run_one(
     else:
         try:
             if name == "securechat":
-                server = start_securechat(ws, opts.server_arg, scenario)
+                server = start_securechat(ws, opts.server_limits, opts.server_arg, scenario)
             else:
                 server = start_peer(
                     name, peers[name], ws.dir / f"{name}-{scenario}", ws.certs.server
@@ -666,10 +680,12 @@ def run_one(
             return {"error": f"cannot start: {exc}"}
         dialect: Dialect = SecurechatDialect() if name == "securechat" else IrcDialect()
         target = Target(name, dialect, "127.0.0.1", server.port, ws.context, server.pid)
+    log(f"{scenario}: {name}: running")
     try:
         result = asyncio.run(asyncio.wait_for(play(target, opts), opts.timeout))
     except Exception as exc:  # a scenario that fails is a result, not a crash of the bench
         result = {"error": f"{type(exc).__name__}: {exc}"}
+    log(f"{scenario}: {name}: done")
     if server is not None:
         result["server_died"] = not server.alive()
         result["server_exit"] = server.stop()

@@ -190,6 +190,12 @@ class Pacer:
         self.tokens -= 1
 
 
+def _describe(frame: AnyServerFrame) -> str:
+    """An error frame as ``code: message (retry after N s)``, escaped for the terminal."""
+    lines = console.format_frame(frame) if isinstance(frame, ErrorFrame) else []
+    return lines[0].removeprefix("! ") if lines else f"unexpected {frame.type!r} frame"
+
+
 class Session:
     """One connection: requests go out with a fresh ``ref``, frames come in and are shown."""
 
@@ -278,7 +284,7 @@ class Session:
             self._welcome.set_result(frame)
         elif isinstance(frame, ErrorFrame) and not self._welcome.done():
             self._welcome.set_exception(
-                ClientError(f"the server refused the connection: {frame.code}: {frame.message}")
+                ClientError(f"the server refused the connection: {_describe(frame)}")
             )
         elif isinstance(frame, ErrorFrame) and reply is None:
             self.close_reason = f"the server closed the connection ({frame.code})"
@@ -323,8 +329,7 @@ class Session:
         except TimeoutError:
             raise ClientError("the server did not answer the login") from None
         if not isinstance(frame, LoginOk):
-            message = frame.message if isinstance(frame, ErrorFrame) else frame.type
-            raise ClientError(f"login failed: {message}", EXIT_LOGIN)
+            raise ClientError(f"login failed: {_describe(frame)}", EXIT_LOGIN)
 
     async def execute(self, line: str) -> bool:
         """Run one input line; False when it asks to quit."""

@@ -45,22 +45,6 @@ __all__ = [
 DEFAULT_HISTORY = 20
 INDENT = "    "
 
-HELP = """\
-commands:
-  /join ROOM          join a room; it becomes the current room
-  /leave [ROOM]       leave a room (default: the current one)
-  /switch ROOM        make a joined room the current one
-  /rooms              list the rooms
-  /who [ROOM]         list the members of a room (default: the current one)
-  /msg USER TEXT      send a direct message
-  /edit ID TEXT       edit your message ID in the current room
-  /delete ID          delete message ID in the current room
-  /history [N]        show the last N messages of the current room (default 20)
-  /quit               log out and exit (Ctrl-D too)
-  /help               this text
-  any other line is sent to the current room; start it with // to send a leading /"""
-
-
 # ---------------------------------------------------------------- actions
 
 
@@ -146,20 +130,25 @@ def _text(text: str, current_room: str | None) -> Action:
     return _build(frames.Send, type="send", room=current_room, text=text)
 
 
-# Usage, and how many words each command takes before any text (min, max).
+# name: (arguments, min and max words before any text, what it does); /help is made of it.
 _COMMANDS = {
-    "join": ("/join ROOM", 1, 1),
-    "leave": ("/leave [ROOM]", 0, 1),
-    "switch": ("/switch ROOM", 1, 1),
-    "rooms": ("/rooms", 0, 0),
-    "who": ("/who [ROOM]", 0, 1),
-    "msg": ("/msg USER TEXT", 1, 1),
-    "edit": ("/edit ID TEXT", 1, 1),
-    "delete": ("/delete ID", 1, 1),
-    "history": ("/history [N]", 0, 1),
-    "quit": ("/quit", 0, 0),
-    "help": ("/help", 0, 0),
+    "join": ("ROOM", 1, 1, "join a room; it becomes the current room"),
+    "leave": ("[ROOM]", 0, 1, "leave a room (default: the current one)"),
+    "switch": ("ROOM", 1, 1, "make a joined room the current one"),
+    "rooms": ("", 0, 0, "list the rooms"),
+    "who": ("[ROOM]", 0, 1, "list the members of a room (default: the current one)"),
+    "msg": ("USER TEXT", 1, 1, "send a direct message"),
+    "edit": ("ID TEXT", 1, 1, "edit your message ID in the current room"),
+    "delete": ("ID", 1, 1, "delete message ID in the current room"),
+    "history": ("[N]", 0, 1, f"show the last N messages of the current room ({DEFAULT_HISTORY})"),
+    "quit": ("", 0, 0, "log out and exit (Ctrl-D too)"),
+    "help": ("", 0, 0, "this text"),
 }
+HELP = "\n".join(
+    ["commands:"]
+    + [f"  {f'/{name} {args}':<18}  {text}" for name, (args, _, _, text) in _COMMANDS.items()]
+    + ["  any other line is sent to the current room; start it with // to send a leading /"]
+)
 _COMMAND_RE = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 
 
@@ -182,7 +171,8 @@ def parse_command(line: str, current_room: str | None, joined: Collection[str] =
     command, rest = match.group(1).lower(), match.group(2)
     if command not in _COMMANDS:
         return _error(f"unknown command /{match.group(1)} (try /help)")
-    usage, low, high = _COMMANDS[command]
+    args, low, high, _ = _COMMANDS[command]
+    usage = f"/{command} {args}".rstrip()
     if command in ("msg", "edit"):
         parts = rest.split(None, 1)
         if len(parts) < 2 or not parts[1].strip():

@@ -507,6 +507,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cert", required=True, help="PEM certificate chain (may hold the key)")
     parser.add_argument("--key", help="PEM private key, if not in --cert")
+    parser.add_argument("--client-ca", help="CA of client certificates; their CN logs in "
+                        "as that user without a password")  # fmt: skip
     parser.add_argument("--passwd", default="securechat.passwd", help="password file")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free)")
@@ -545,9 +547,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        context = make_server_context(args.cert, args.key)
+        context = make_server_context(args.cert, args.key, args.client_ca)
     except (OSError, ssl.SSLError) as exc:
-        print(f"securechat-server: cannot load certificate {args.cert}: {exc}", file=sys.stderr)
+        names = " or ".join(filter(None, [args.cert, args.key, args.client_ca]))
+        print(f"securechat-server: cannot load certificate {names}: {exc}", file=sys.stderr)
         return 1
     passwd_path = Path(args.passwd)
     if not passwd_path.exists():
