@@ -230,7 +230,7 @@ def _describe(error: ValidationError) -> str:
     return f"{field}: {msg}" if field else msg
 
 
-def _salvage_ref(line: bytes) -> str | None:
+def salvage_ref(line: bytes) -> str | None:
     """The ``ref`` of an invalid frame, if it has a usable one, for its error frame."""
     try:
         data = json.loads(line)
@@ -259,7 +259,7 @@ def parse_client_frame(line: bytes) -> AnyClientFrame:
     try:
         return _client_adapter.validate_json(line)
     except ValidationError as exc:
-        raise ProtocolError("bad_frame", _describe(exc), ref=_salvage_ref(line)) from None
+        raise ProtocolError("bad_frame", _describe(exc), ref=salvage_ref(line)) from None
 
 
 # ---------------------------------------------------------------- server frames

@@ -180,6 +180,10 @@ class Hub:
                 if not conns:
                     del self._users[member.user]
 
+    def after_commits(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything submitted so far is committed and delivered."""
+        self._committer.submit(None, callback)
+
     def online_users(self) -> list[str]:
         with self._lock:
             return sorted(self._users)

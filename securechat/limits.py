@@ -140,16 +140,17 @@ class BcryptGate:
         self.max_waiting = waiting
 
     def run(self, check: Callable[..., T], *args: object) -> T:
-        with self._lock:
-            if self._waiting >= self.max_waiting:
-                raise ProtocolError("server_busy", "too many logins at once; try again shortly",
-                                    retry_after=1.0)  # fmt: skip
-            self._waiting += 1
-        try:
-            self._slots.acquire()
-        finally:
+        if not self._slots.acquire(blocking=False):  # no free slot: queue up, if there's room
             with self._lock:
-                self._waiting -= 1
+                if self._waiting >= self.max_waiting:
+                    raise ProtocolError("server_busy", "too many logins at once; try again "
+                                        "shortly", retry_after=1.0)  # fmt: skip
+                self._waiting += 1
+            try:
+                self._slots.acquire()
+            finally:
+                with self._lock:
+                    self._waiting -= 1
         try:
             return check(*args)
         finally:

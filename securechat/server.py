@@ -132,7 +132,7 @@ class Connection:
         self.busy = False  # over a connection limit: say server_busy and close
         self.session = Session(
             server.hub, self.deliver, server.check_password, address=address[0],
-            throttle=server.throttle,
+            throttle=server.throttle, wake=self._wake_up,
             bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
         )  # fmt: skip
         self.thread = threading.Thread(
@@ -174,18 +174,27 @@ class Connection:
             self._close_reason = final_frame
             self._wake()
 
+    def _wake_up(self) -> None:
+        """Wake the owner thread (e.g. a commit it waits for is done)."""
+        with self._lock:
+            if not self._done:
+                self._wake()
+
     def _wake(self) -> None:
         if not self._woken:
             self._woken = True
             os.eventfd_write(self._wake_fd, 1)
 
-    def _take(self) -> bytes:
-        """Everything queued, as one buffer (capped at WRITE_CHUNK unless one frame is larger)."""
+    def _clear_wake(self) -> None:
         with self._lock:
             if self._woken:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._wake_fd)
                 self._woken = False
+
+    def _take(self) -> bytes:
+        """Everything queued, as one buffer (capped at WRITE_CHUNK unless one frame is larger)."""
+        with self._lock:
             parts: list[bytes] = []
             size = 0
             while self._queue and (size < WRITE_CHUNK or not parts):
@@ -253,8 +262,17 @@ class Connection:
         pinged = False
         partial_since: float | None = None  # when the unfinished frame began
         pending = b""
+        held: deque[bytes] = deque()  # lines read but not handled yet
         closing_since: float | None = None
         while True:
+            # Clear the wake-up before looking at anything it may announce: a wake-up
+            # after this point leaves the eventfd readable, so poll cannot miss it.
+            self._clear_wake()
+            # Handle what was read, one request at a time: while a write of this
+            # connection waits for its commit, later requests wait too, so replies
+            # come in request order (and the socket is not read meanwhile).
+            while held and not session.waiting and not session.closing:
+                session.receive_line(held.popleft())
             # Decide whether to wind down.
             if closing_since is None:
                 with self._lock:
@@ -309,7 +327,7 @@ class Connection:
                 pinged = True
                 self.deliver(ServerPing().encode())
                 continue
-            reading = closing_since is None
+            reading = closing_since is None and not held
             events = (select.POLLIN if reading or want_read_for_write else 0) | (
                 select.POLLOUT if pending else 0
             )
@@ -317,33 +335,35 @@ class Connection:
             timeout = 0.0 if reading and tls.pending() else (deadline - now) * 1000
             ready = dict(poller.poll(timeout))
             if reading and (ready.get(tls.fileno(), 0) or tls.pending()):
-                for line in self._read(reader):
+                lines = self._read(reader)
+                if lines:
                     last_heard = time.monotonic()
                     pinged = False
-                    session.receive_line(line)
-                    if session.closing:
-                        break
+                    held.extend(lines)
                 if not reader.pending:
                     partial_since = None
                 elif partial_since is None:
                     partial_since = time.monotonic()
 
-    def _read(self, reader: LineReader) -> Iterator[bytes]:
-        """Read what the socket has (a bounded amount) and yield complete lines."""
+    def _read(self, reader: LineReader) -> list[bytes]:
+        """Read what the socket has (a bounded amount); return the complete lines."""
         assert self.tls is not None
+        lines: list[bytes] = []
         for _ in range(16):
             try:
                 data = self.tls.recv(READ_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return
+                break
             if not data:
+                if lines:  # handle what came before the end, then close
+                    break
                 raise _Closed
             try:
-                lines = reader.feed(data)
+                lines += reader.feed(data)
             except FrameTooLarge as error:
                 self.session.fail(error)
-                return
-            yield from lines
+                break
+        return lines
 
     def _send_best_effort(self, frame: bytes) -> None:
         """Try to send one last frame without waiting (slow consumer, timeouts)."""

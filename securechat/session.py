@@ -33,6 +33,7 @@ from .frames import (
     ServerPong,
     error_frame,
     parse_client_frame,
+    salvage_ref,
 )
 from .hub import Hub
 from .limits import LoginThrottle, TokenBucket
@@ -58,6 +59,7 @@ class Session:
         max_login_failures: int = MAX_LOGIN_FAILURES,
         max_refusals: int = MAX_REFUSALS,
         clock: Callable[[], float] = time.monotonic,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.hub = hub
         self._send = send
@@ -76,6 +78,8 @@ class Session:
         self.logged_in = False
         self.login_failures = 0
         self.closing = False
+        self.waiting = False  # a write of ours awaits its commit; hold later requests
+        self._wake = wake  # tells the transport when ``waiting`` ends
 
     def __repr__(self) -> str:
         return f"<Session user={self.user or '-'} rooms={sorted(self.rooms)}>"
@@ -100,7 +104,7 @@ class Session:
         if self.closing:
             return
         if self._bucket is not None and (wait := self._bucket.take()):
-            self._refuse(wait)
+            self._refuse(wait, salvage_ref(line))
             return
         try:
             frame = parse_client_frame(line)
@@ -113,16 +117,16 @@ class Session:
             error.ref = frame.ref
             self.fail(error)
 
-    def _refuse(self, wait: float) -> None:
+    def _refuse(self, wait: float, ref: str | None) -> None:
         """Turn away a frame over the rate; drop a client that keeps flooding."""
         now = self._clock()
         self._refusals = max(0.0, self._refusals - (now - self._refusals_stamp)) + 1
         self._refusals_stamp = now
         if self._refusals > self._max_refusals:
             self.fail(ProtocolError("rate_limited", "too many frames refused; disconnecting",
-                                    retry_after=wait, fatal=True))  # fmt: skip
+                                    ref=ref, retry_after=wait, fatal=True))  # fmt: skip
         else:
-            self.fail(ProtocolError("rate_limited", "slow down: frame refused",
+            self.fail(ProtocolError("rate_limited", "slow down: frame refused", ref=ref,
                                     retry_after=wait))  # fmt: skip
 
     def close(self) -> None:
@@ -148,12 +152,16 @@ class Session:
             hub.leave(self, frame.room, ref)
         elif isinstance(frame, Send):
             hub.send(self, frame.room, frame.text, ref)
+            self._await_commit()
         elif isinstance(frame, Edit):
             hub.edit(self, frame.room, frame.id, frame.text, ref)
+            self._await_commit()
         elif isinstance(frame, Delete):
             hub.delete(self, frame.room, frame.id, ref)
+            self._await_commit()
         elif isinstance(frame, Dm):
             hub.dm(self, frame.to, frame.text, ref)
+            self._await_commit()
         elif isinstance(frame, DmHistory):
             hub.dm_history(self, frame.with_, before=frame.before, limit=frame.limit, ref=ref)
         elif isinstance(frame, History):
@@ -168,6 +176,15 @@ class Session:
             self.closing = True
         else:  # pragma: no cover - the union above is exhaustive
             raise ProtocolError("internal", f"frame type {frame.type!r} is not handled")
+
+    def _await_commit(self) -> None:
+        """Hold this connection's next requests until the write just made is delivered."""
+        self.waiting = True
+        self.hub.after_commits(self._committed)
+
+    def _committed(self) -> None:
+        self.waiting = False
+        self._wake()
 
     def _login(self, frame: Login) -> None:
         if self.logged_in:
