@@ -21,7 +21,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import re
 import resource
 import ssl
@@ -33,28 +32,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .bench_irc import (
     PASSWORD,
     PEERS,
     Dialect,
     Target,
     Workspace,
+    add_users,
     log,
     raise_nofile,
-    read_users,
     resolve_peers,
+    run_meta,
     run_one,
     sample_process,
-    set_password,
 )
 
 MARK_RE = re.compile(rb"~(\d+)\.(\d+)\.(\d+)~")
 BOTTLENECK_PCT = 90.0
 CONNECT_TIMEOUT = 30.0
 SMALL_ROOM, SMALL_SENDERS, SMALL_RATE = 10, 2, 10.0  # the room timed in idle and logins
-# securechat's flood and per-address limits, lifted as the peers' are (see docs/benchmarks.md)
-LIFTED = "frame_rate=1e9,frame_burst=1e9,max_per_address=1e9,max_connections=1e9"
+# securechat's flood and connection limits, lifted as the peers' are (docs/benchmarks.md)
+LIFTED = ["--frame-rate=1e9", "--frame-burst=1000000000", "--max-connections=1000000",
+          "--max-per-address=1000000"]  # fmt: skip
 
 
 # -- pure helpers
@@ -251,10 +250,8 @@ class Sender:
         parts = []
         for _ in range(n):
             self.sent += 1
-            parts.append(
-                b"%s~%d.%d.%d~%s%s"
-                % (self.prefix, self.index, self.sent, now, self.pad, self.suffix)
-            )
+            mark = b"~%d.%d.%d~" % (self.index, self.sent, now)
+            parts.append(self.prefix + mark + self.pad + self.suffix)
         return b"".join(parts)
 
     def on_seen(self) -> None:
@@ -312,27 +309,16 @@ async def paced_loop(run: Run, s: Sender, rate: float, phase: float) -> None:
         due += n * interval
 
 
-async def open_conn(
-    run: Run,
-    target: Target,
-    index: int,
-    user: str,
-    password: str = PASSWORD,
-    timeout: float = CONNECT_TIMEOUT,
-) -> Conn:
+async def open_conn(run: Run, target: Target, index: int, user: str, password: str = PASSWORD,
+                    timeout: float = CONNECT_TIMEOUT) -> Conn:  # fmt: skip
     """Connect, TLS, and log in / register; the Conn is in setup (slow) mode."""
     loop = asyncio.get_running_loop()
     _, conn = await asyncio.wait_for(
         loop.create_connection(
-            lambda: Conn(run, target.dialect, index, user, password),
-            target.host,
-            target.port,
-            ssl=target.context,
-            server_hostname=target.host,
-            ssl_handshake_timeout=timeout,
-        ),
-        timeout,
-    )
+            lambda: Conn(run, target.dialect, index, user, password), target.host, target.port,
+            ssl=target.context, server_hostname=target.host, ssl_handshake_timeout=timeout,
+        ), timeout,
+    )  # fmt: skip
     try:
         await conn.handshake(timeout)
     except BaseException:
@@ -341,8 +327,11 @@ async def open_conn(
     return conn
 
 
+Member = tuple[int, str, str | None]  # index (also the nick number), user name, room or None
+
+
 async def connect_many(
-    run: Run, target: Target, members: list[tuple[int, str, str | None]], concurrency: int
+    run: Run, target: Target, members: list[Member], concurrency: int
 ) -> tuple[list[Conn], list[str]]:
     """Open (index, user, room-or-None) connections, ``concurrency`` at a time."""
     gate = asyncio.Semaphore(concurrency)
@@ -377,16 +366,9 @@ class RoomPlan:
         return sum(s.accepted for s in self.senders if conn.dialect.echo or s.conn is not conn)
 
 
-async def traffic(
-    run: Run,
-    target: Target,
-    rooms: list[RoomPlan],
-    opts: argparse.Namespace,
-    mode: str,
-    rate: float,
-    duration: float,
-    until: Awaitable[Any] | None = None,
-) -> dict[str, Any]:
+async def traffic(run: Run, target: Target, rooms: list[RoomPlan], opts: argparse.Namespace,
+                  mode: str, rate: float, duration: float,
+                  until: Awaitable[Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Send for ``duration`` (or until ``until`` is done), drain, and measure."""
     senders = [s for room in rooms for s in room.senders]
     run.senders = {s.index: s for s in senders}
@@ -462,13 +444,8 @@ async def traffic(
     return out
 
 
-async def join_rooms(
-    run: Run,
-    target: Target,
-    members: list[tuple[int, str, str | None]],
-    opts: argparse.Namespace,
-    senders: int | None = None,
-) -> list[RoomPlan]:
+async def join_rooms(run: Run, target: Target, members: list[Member], opts: argparse.Namespace,
+                     senders: int | None = None) -> list[RoomPlan]:  # fmt: skip
     """Connect and join every (index, user, room); the first ``senders`` of each room send."""
     conns, errors = await connect_many(run, target, members, opts.connect_concurrency)
     if errors:
@@ -490,32 +467,30 @@ def close_all(plans: list[RoomPlan], *more: Conn) -> None:
         c.close()
 
 
-async def scenario_fanout(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
-    """One room, ``members`` connections, ``senders`` of them sending; an observer paces."""
+async def chat(target: Target, opts: argparse.Namespace, rooms: int, size: int, senders: int,
+               mode: str, rate: float) -> dict[str, Any]:  # fmt: skip
+    """``rooms`` rooms of ``size`` members, the first ``senders`` of each sending."""
     run = Run()
-    members = [(i, f"u{i}", "bench") for i in range(opts.members)]
-    plans = await join_rooms(run, target, members, opts, opts.senders)
-    plans[0].members[-1].observer = True  # a member that does not send
+    members = [(i, f"u{i}", f"r{i // size}") for i in range(rooms * size)]
+    plans = await join_rooms(run, target, members, opts, senders)
+    for plan in plans:
+        plan.members[-1].observer = senders < size  # a member that does not send
     try:
-        duration = opts.duration or 15.0
-        result = await traffic(run, target, plans, opts, opts.mode, opts.rate, duration)
+        result = await traffic(run, target, plans, opts, mode, rate, opts.duration or 15.0)
     finally:
         close_all(plans)
-    return {"connections": opts.members, **result}
+    return {"connections": rooms * size, **result}
+
+
+async def scenario_fanout(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
+    """One room of ``members``, ``senders`` of them sending (an observer paces a closed loop)."""
+    return await chat(target, opts, 1, opts.members, opts.senders, opts.mode, opts.rate)
 
 
 async def scenario_rooms(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     """``rooms`` rooms of ``room_size``; every client sends ``room_rate`` messages a second."""
-    run = Run()
-    count = opts.rooms * opts.room_size
-    members = [(i, f"u{i}", f"r{i // opts.room_size}") for i in range(count)]
-    plans = await join_rooms(run, target, members, opts)
-    try:
-        duration = opts.duration or 15.0
-        result = await traffic(run, target, plans, opts, "paced", opts.room_rate, duration)
-    finally:
-        close_all(plans)
-    return {"connections": count, **result}
+    size = opts.room_size
+    return await chat(target, opts, opts.rooms, size, size, "paced", opts.room_rate)
 
 
 async def small_room(run: Run, target: Target, opts: argparse.Namespace) -> list[RoomPlan]:
@@ -609,69 +584,57 @@ SCENARIOS = {
 # -- report
 
 
-COMMON = [
-    ("cpu_ms_per_1000", "server CPU ms per 1,000 delivered"),
-    ("server_cpu_pct", "server CPU % of one core"),
-    ("delivered_fraction", "delivered fraction"),
-    ("lost", "lost"),
-    ("duplicated", "duplicated"),
-    ("unseen", "sent, seen by no member"),
-    ("disconnects", "disconnects"),
-    ("refused", "refused by the server"),
-    ("server_rss_mib", "server RSS MiB (end)"),
-    ("server_threads", "server threads"),
-    ("bench_cpu_pct", "bench CPU % of one core"),
-]
-LATENCY = [
-    ("lat_p50_ms", "latency p50 ms"),
-    ("lat_p99_ms", "latency p99 ms"),
-    ("lat_max_ms", "latency max ms"),
-]
+# Table rows: "result_key label" a line; LATENCY's "{}" takes a prefix ("small room ", "chat ").
+LATENCY = "lat_p50_ms {}latency p50 ms\nlat_p99_ms {}latency p99 ms\nlat_max_ms {}latency max ms"
+COMMON = """\
+server_cpu_pct server CPU % of one core
+delivered_fraction delivered fraction
+lost lost
+duplicated duplicated
+unseen sent, seen by no member
+disconnects disconnects
+refused refused by the server
+server_rss_mib server RSS MiB (end)
+server_threads server threads
+bench_cpu_pct bench CPU % of one core"""
+CHAT = "delivered_per_s delivered msg/s\n" + LATENCY.format("", "", "")
+CHAT += "\ncpu_ms_per_1000 server CPU ms per 1,000 delivered\n" + COMMON
+IDLE = """\
+idle_connected idle connections held
+idle_failed idle connections failed
+connects_per_s connects/s (TLS + login)
+rss_per_conn_kib server RSS KiB per idle connection
+threads_per_conn server threads per idle connection
+fds_per_conn server fds per idle connection
+"""
+LOGINS = """\
+logins_per_s logins/s
+login_p50_ms login p50 ms (connect, TLS, login)
+login_p99_ms login p99 ms
+login_failed logins failed
+"""
 ROWS = {
-    "fanout": [("delivered_per_s", "delivered msg/s"), *LATENCY, *COMMON],
-    "rooms": [("delivered_per_s", "delivered msg/s"), *LATENCY, *COMMON],
-    "idle": [
-        ("idle_connected", "idle connections held"),
-        ("idle_failed", "idle connections failed"),
-        ("connects_per_s", "connects/s (TLS + login)"),
-        ("rss_per_conn_kib", "server RSS KiB per idle connection"),
-        ("threads_per_conn", "server threads per idle connection"),
-        ("fds_per_conn", "server fds per idle connection"),
-        *[(k, "small room " + label) for k, label in LATENCY],
-        *COMMON[1:],
-    ],
-    "logins": [
-        ("logins_per_s", "logins/s"),
-        ("login_p50_ms", "login p50 ms (connect, TLS, login)"),
-        ("login_p99_ms", "login p99 ms"),
-        ("login_failed", "logins failed"),
-        *[(k, "chat " + label) for k, label in LATENCY],
-        *COMMON[1:],
-    ],
+    "fanout": CHAT,
+    "rooms": CHAT,
+    "idle": IDLE + LATENCY.format(*["small room "] * 3) + "\n" + COMMON,
+    "logins": LOGINS + LATENCY.format(*["chat "] * 3) + "\n" + COMMON,
 }
 
 
 def describe(scenario: str, opts: argparse.Namespace) -> str:
-    d = opts.duration
-    if scenario == "fanout":
-        how = {
-            "closed": f"closed loop, window {opts.window}",
-            "open": "open loop",
-            "paced": f"paced, {opts.rate:g} msg/s per sender",
-        }[opts.mode]
-        return f"fanout: one room of {opts.members}, {opts.senders} senders, {how}, {d or 15:g} s"
-    if scenario == "rooms":
-        return (
-            f"rooms: {opts.rooms} rooms of {opts.room_size}, each client "
-            f"{opts.room_rate:g} msg/s, {d or 15:g} s"
-        )
+    """The scenario's heading: what ran, how big, how long."""
+    d, o = opts.duration, opts
     small = f"a room of {SMALL_ROOM} with {SMALL_SENDERS} senders at {SMALL_RATE:g} msg/s"
-    if scenario == "idle":
-        return f"idle: {opts.idle} idle logged-in TLS connections; {small}, {d or 10:g} s"
-    return (
-        f"logins: {opts.logins} clients logging in at once, bcrypt cost "
-        f"{opts.login_cost}, {d or 10:g} s; {small} meanwhile"
-    )
+    how = {"closed": f"closed loop, window {o.window}", "open": "open loop",
+           "paced": f"paced, {o.rate:g} msg/s per sender"}[o.mode]  # fmt: skip
+    return {
+        "fanout": f"fanout: one room of {o.members}, {o.senders} senders, {how}, {d or 15:g} s",
+        "rooms": f"rooms: {o.rooms} rooms of {o.room_size}, each client {o.room_rate:g} msg/s, "
+        f"{d or 15:g} s",
+        "idle": f"idle: {o.idle} idle logged-in TLS connections; {small}, {d or 10:g} s",
+        "logins": f"logins: {o.logins} clients logging in at once, bcrypt cost {o.login_cost}, "
+        f"{d or 10:g} s; {small} meanwhile",
+    }[scenario]
 
 
 def fmt(key: str, value: Any) -> str:
@@ -703,7 +666,7 @@ def table(scenario: str, results: dict[str, dict[str, Any]], opts: argparse.Name
         "| " + " | ".join(head) + " |",
         "| --- |" + " ---: |" * (len(head) - 1),
     ]
-    for key, label in ROWS[scenario]:
+    for key, _, label in (row.partition(" ") for row in ROWS[scenario].splitlines()):
         cells = [label]
         for name in names:
             value = results[name].get(key)
@@ -789,7 +752,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a("--drain", type=float, default=5.0, help="seconds to wait for in-flight messages")
     a("--timeout", type=float, default=600.0, help="seconds before a run is abandoned")
     a("--server-arg", action="append", default=[], help="extra securechat-server argument")
-    a("--server-limits", default=LIFTED, help="securechat Limits to replace ('' keeps them)")
+    a("--keep-limits", action="store_true", help="keep securechat's flood/connection limits")
     a("--host", default="127.0.0.1", help="with --port: an already running securechat")
     a("--port", type=int, help="target a running securechat instead of starting one")
     a("--cafile", help="with --port: CA certificate of the running server")
@@ -810,6 +773,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--port needs --cafile (the CA that signed the server's certificate)")
     if opts.senders >= opts.members:
         p.error("--senders must be below --members (a non-sender observes the room)")
+    opts.server_args = ([] if opts.keep_limits else LIFTED) + opts.server_arg
     opts.peer_list = [x.strip() for x in opts.peers.split(",") if x.strip()]
     if unknown := set(opts.peer_list) - set(PEERS):
         p.error(f"unknown peers: {', '.join(sorted(unknown))}")
@@ -820,6 +784,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     soft, hard = raise_nofile()
     log(f"RLIMIT_NOFILE soft={soft} hard={hard} (raised; servers started here inherit it)")
+    if (load := os.getloadavg()[0]) > 0.5:
+        log(f"load average {load:.2f} before the run: other work on this machine skews numbers")
     if opts.idle + SMALL_ROOM + 100 > soft:
         opts.idle = max(0, soft - SMALL_ROOM - 100)
         log(f"idle connections capped at {opts.idle} by RLIMIT_NOFILE")
@@ -829,10 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     users = max(opts.members, opts.rooms * opts.room_size, opts.idle + SMALL_ROOM)
     ws.make_users(users, opts.logins if "logins" in scenarios else 0, opts.login_cost)
     if opts.port and opts.passwd:
-        have = read_users(Path(opts.passwd))
-        for i in range(users):
-            if f"u{i}" not in have:
-                set_password(Path(opts.passwd), f"u{i}", PASSWORD, rounds=4)
+        add_users(Path(opts.passwd), users)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         for scenario in scenarios:
@@ -846,16 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if skipped:
         print("skipped peers: " + "; ".join(f"{n}: {r}" for n, r in skipped.items()))
     if opts.json:
-        meta = {
-            "version": __version__,
-            "python": platform.python_version(),
-            "machine": platform.platform(),
-            "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "rlimit_nofile": [soft, hard],
-            "skipped_peers": skipped,
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-        }
+        meta = run_meta(opts, [soft, hard], skipped)
         opts.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
         log(f"numbers written to {opts.json}")
     if opts.chart:

@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -568,35 +569,53 @@ def log(message: str) -> None:
     print(f"[bench {time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-# Runs securechat.server.main with some Limits defaults replaced (argv[1]: "name=value,...").
-# Why: the peers run with their flood limits lifted; securechat gets the same treatment
-# without a server option for it, and unknown names are reported, not fatal.
-LAUNCHER = """\
-import dataclasses, sys
-import securechat.server as server
-real = server.Limits
-kinds = {f.name: type(f.default) for f in dataclasses.fields(real)}
-values = {}
-for item in filter(None, sys.argv[1].split(",")):
-    name, _, value = item.partition("=")
-    if name not in kinds:
-        print(f"bench: securechat has no limit {name!r}; ignored", file=sys.stderr)
-        continue
-    values[name] = int(float(value)) if kinds[name] is int else kinds[name](value)
-server.Limits = lambda **given: real(**{**values, **given})
-raise SystemExit(server.main(sys.argv[2:]))
-"""
+def add_users(path: Path, count: int) -> None:
+    """Add the bench users ``u0..`` missing from a running server's password file (cost 4).
+
+    Through :func:`set_password`, under the file's lock: the server reloads it live.
+    """
+    have = read_users(path)
+    for i in range(count):
+        if f"u{i}" not in have:
+            set_password(path, f"u{i}", PASSWORD, rounds=4)
 
 
-def start_securechat(ws: Workspace, limits: str, extra: list[str], tag: str) -> ServerProcess:
+def _git_version() -> str:
+    """The checkout's commit (``-dirty`` if changed), or "" outside a git work tree."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def run_meta(
+    opts: argparse.Namespace, nofile: list[int], skipped: dict[str, str]
+) -> dict[str, Any]:
+    """What a JSON report says about the run besides its numbers."""
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rlimit_nofile": nofile,
+        "load_average_at_start": os.getloadavg(),
+        "git": _git_version(),
+        "skipped_peers": skipped,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+    }
+
+
+def start_securechat(ws: Workspace, extra: list[str], tag: str) -> ServerProcess:
     """securechat's server of this checkout, on a free loopback port, own data directory.
 
     The subprocess imports the same ``securechat`` package as the bench (PYTHONPATH),
-    so a checkout benchmarks its own server, installed or not. ``limits`` replaces
-    :class:`securechat.server.Limits` defaults (see LAUNCHER).
+    so a checkout benchmarks its own server, installed or not.
     """
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    argv = [sys.executable, "-c", LAUNCHER, limits, "--cert", str(ws.certs.server),
+    argv = [sys.executable, "-m", "securechat.server", "--cert", str(ws.certs.server),
             "--passwd", str(ws.passwd), "--host", "127.0.0.1", "--port", "0",
             "--data-dir", str(ws.dir / f"data-{tag}"), *extra]  # fmt: skip
     ready = re.compile(r"listening on \S+:(\d+)")
@@ -671,7 +690,7 @@ def run_one(
     else:
         try:
             if name == "securechat":
-                server = start_securechat(ws, opts.server_limits, opts.server_arg, scenario)
+                server = start_securechat(ws, opts.server_args, scenario)
             else:
                 server = start_peer(
                     name, peers[name], ws.dir / f"{name}-{scenario}", ws.certs.server

@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .exceptions import ProtocolError
 from .frames import (
@@ -41,8 +41,10 @@ from .frames import (
     Presence,
     RoomInfo,
     RoomsReply,
+    ServerFrame,
     timestamp,
 )
+from .framing import DEFAULT_FRAME_LIMIT
 from .store import (
     AddDm,
     AddMessage,
@@ -57,6 +59,7 @@ from .store import (
     Write,
 )
 
+T = TypeVar("T")
 JOIN_HISTORY = 50
 RECENT_CACHE = 200  # messages per room kept in memory for joins and edits
 
@@ -133,8 +136,10 @@ class Hub:
         store: Store | None = None,
         committer: Committer | None = None,
         clock: Callable[[], str] = timestamp,
+        max_frame_bytes: int = DEFAULT_FRAME_LIMIT,
     ) -> None:
         self.user_exists = user_exists
+        self.max_frame_bytes = max_frame_bytes
         self.admins = frozenset(admins)
         self.store: Store = store if store is not None else SqliteStore(":memory:")
         self._committer = committer if committer is not None else InlineCommitter(self.store)
@@ -250,12 +255,12 @@ class Hub:
                     room.broadcast(presence.encode())
                 conns.add(member)
                 member.rooms.add(name)
-                member.deliver(
-                    Joined(
-                        room=name, members=sorted(room.members), last_id=room.last_id,
-                        history=self._latest(room, JOIN_HISTORY), ref=ref,
-                    ).encode()
-                )  # fmt: skip
+                joined = partial(Joined, room=name, members=sorted(room.members),
+                                 last_id=room.last_id, ref=ref)  # fmt: skip
+                member.deliver(self._fitted(
+                    lambda items, joined=joined: joined(history=items),
+                    self._latest(room, JOIN_HISTORY), keep_newest=True,
+                ))  # fmt: skip
                 return
 
     def leave(self, member: Member, name: str, ref: str | None, *, reply: bool = True) -> None:
@@ -346,7 +351,10 @@ class Hub:
             upto = room.last_id
         page = self.store.page(name, before=before, after=after, limit=limit, upto=upto)
         messages = [record(name, m) for m in page]
-        member.deliver(HistoryReply(room=name, messages=messages, ref=ref).encode())
+        member.deliver(self._fitted(
+            lambda items: HistoryReply(room=name, messages=items, ref=ref),
+            messages, keep_newest=after is None,
+        ))  # fmt: skip
 
     def members(self, member: Member, name: str, ref: str | None) -> None:
         room = self._joined_room(member, name)
@@ -390,4 +398,23 @@ class Hub:
     ) -> None:
         page = self.store.dm_page(member.user, other, before=before, limit=limit)
         messages = [dm_frame(dm) for dm in page]
-        member.deliver(DmHistoryReply(with_=other, messages=messages, ref=ref).encode())
+        member.deliver(self._fitted(
+            lambda items: DmHistoryReply(with_=other, messages=items, ref=ref),
+            messages, keep_newest=True,
+        ))  # fmt: skip
+
+    def _fitted(
+        self, build: Callable[[list[T]], ServerFrame], items: list[T], *, keep_newest: bool
+    ) -> bytes:
+        """Encode ``build(items)`` with as many items as fit in one frame.
+
+        No frame the server sends is longer than the frame limit, so a client that
+        reads with the protocol's limit never chokes; the client pages for the rest.
+        Items are oldest first; ``keep_newest`` says which end to keep.
+        """
+        data = build(items).encode()
+        while len(data) > self.max_frame_bytes and items:
+            keep = min(len(items) - 1, len(items) * self.max_frame_bytes // len(data))
+            items = items[len(items) - keep :] if keep_newest else items[:keep]
+            data = build(items).encode()
+        return data

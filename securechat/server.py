@@ -502,7 +502,12 @@ class Server:
 
 @contextlib.contextmanager
 def durable_hub(
-    data_dir: Path, passwords: PasswordFile, *, admins: Sequence[str] = (), fsync: bool = False
+    data_dir: Path,
+    passwords: PasswordFile,
+    *,
+    admins: Sequence[str] = (),
+    fsync: bool = False,
+    frame_limit: int = DEFAULT_FRAME_LIMIT,
 ) -> Iterator[Hub]:
     """A hub whose history lives in ``data_dir`` (created 0700), committed in groups.
 
@@ -515,7 +520,7 @@ def durable_hub(
     committer = GroupCommitter(store)
     try:
         yield Hub(user_exists=lambda user: user in passwords.users(), admins=admins,
-                  store=store, committer=committer)  # fmt: skip
+                  store=store, committer=committer, max_frame_bytes=frame_limit)  # fmt: skip
     finally:
         committer.close()
         store.close()
@@ -592,7 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_connections=args.max_connections, max_per_address=args.max_per_address,
     )  # fmt: skip
     try:
-        with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync) as hub:
+        with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync,
+                         frame_limit=args.frame_limit) as hub:  # fmt: skip
             server = Server(context, hub, passwords.verify, args.host, args.port, limits)
             try:
                 server.start()

@@ -1218,3 +1218,20 @@ TestHubMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_replies_never_exceed_the_frame_limit() -> None:
+    hub = make_hub(max_frame_bytes=16384)
+    ann = connect(hub, "ann")
+    joined(hub, ann, "lobby")
+    big = "\u20ac" * 4000  # 12,000 bytes of UTF-8
+    post(hub, ann, "lobby", *(f"{n} {big}" for n in range(1, 11)))
+    clear(ann)
+    hub.join(ann, "lobby", None)
+    raw = ann.raw[-1]
+    assert len(raw) <= 16384
+    frame = json.loads(raw)
+    assert ids_of(frame["history"]) == [10]  # the newest that fit
+    hub.history(ann, "lobby", before=None, after=0, limit=200, ref=None)
+    assert len(ann.raw[-1]) <= 16384
+    assert ids_of(json.loads(ann.raw[-1])["messages"]) == [1]  # paging forward: oldest
