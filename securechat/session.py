@@ -203,8 +203,8 @@ class Session:
                 throttle.succeeded(user, self.address)
             self.user = user
             self.logged_in = True
-            self.hub.register(self)
             self.deliver(LoginOk(user=user, ref=frame.ref).encode())
+            self.hub.register(self)  # after login_ok: the DMs that waited come next
             return
         if throttle is not None:
             throttle.failed(user, self.address)
