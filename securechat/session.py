@@ -8,6 +8,7 @@ the transport gave it. It is the one place where a :exc:`ProtocolError` becomes 
 reading, flush and close.
 """
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,8 @@ from .frames import (
 )
 from .hub import Hub
 from .limits import LoginThrottle, TokenBucket
+
+log = logging.getLogger("securechat.session")
 
 MAX_LOGIN_FAILURES = 5
 MAX_REFUSALS = 100  # refused frames (decaying by one a second) before a flooder is dropped
@@ -116,6 +119,10 @@ class Session:
         except ProtocolError as error:
             error.ref = frame.ref
             self.fail(error)
+        except Exception:  # a bug of ours: say so, keep the connection, keep the log
+            log.exception("internal error handling %s from %s", frame.type, self.user or "-")
+            self.fail(ProtocolError("internal", "internal server error; the request was not "
+                                    "carried out", ref=frame.ref))  # fmt: skip
 
     def _refuse(self, wait: float, ref: str | None) -> None:
         """Turn away a frame over the rate; drop a client that keeps flooding."""

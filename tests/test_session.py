@@ -386,3 +386,18 @@ def test_lone_surrogate_ref_gives_bad_frame(hub: Hub, logged: bool) -> None:
     frame = outbox.only("error")
     assert frame["code"] == "bad_frame"
     assert not session.closing
+
+
+def test_a_bug_in_a_handler_answers_internal_and_the_session_goes_on(hub: Hub, monkeypatch) -> None:
+    session, outbox = logged_in(hub)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(hub, "rooms", broken)
+    session.receive_line(b'{"type":"rooms","ref":"r"}')
+    session.receive_line(b'{"type":"ping","ref":"p"}')
+    frames = outbox.take()
+    assert frames[-2]["code"] == "internal" and frames[-2]["ref"] == "r"
+    assert frames[-1] == {"type": "pong", "ref": "p"}
+    assert not session.closing
