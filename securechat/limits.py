@@ -5,6 +5,7 @@ of them does I/O. The transport owns one :class:`LoginThrottle` and one
 :class:`BcryptGate` for the whole server and a :class:`TokenBucket` per connection.
 """
 
+import heapq
 import threading
 import time
 from collections import deque
@@ -119,11 +120,14 @@ class LoginThrottle:
             self._failures.pop(("user", user), None)
 
     def _prune(self, now: float) -> None:
+        """Forget expired counts, then the oldest down to 3/4 full, so pruning is rare."""
         for key in list(self._failures):
             self._recent(key, now)
-        while len(self._failures) >= self.max_keys:  # still full: forget the oldest
-            oldest = min(self._failures, key=lambda k: self._failures[k][-1])
-            del self._failures[oldest]
+        excess = len(self._failures) - self.max_keys * 3 // 4
+        if excess > 0:
+            last_failure = {key: times[-1] for key, times in self._failures.items()}
+            for key in heapq.nsmallest(excess, last_failure, key=last_failure.__getitem__):
+                del self._failures[key]
 
 
 class BcryptGate:

@@ -9,6 +9,7 @@ reading, flush and close.
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -81,6 +82,7 @@ class Session:
         self.logged_in = False
         self.login_failures = 0
         self.closing = False
+        self._lock = threading.RLock()  # orders deliveries against the last frame
         self.waiting = False  # a write of ours awaits its commit; hold later requests
         self._wake = wake  # tells the transport when ``waiting`` ends
 
@@ -93,14 +95,24 @@ class Session:
         Once the session is closing (after ``bye`` or a fatal error) nothing more is
         queued, so that frame stays the last one the client gets.
         """
-        if not self.closing:
-            self._send(data)
+        with self._lock:
+            if not self.closing:
+                self._send(data)
+
+    def _last(self, data: bytes) -> None:
+        """Send ``data`` as the last frame: nothing is queued after it."""
+        with self._lock:
+            if not self.closing:
+                self.closing = True
+                self._send(data)
 
     def fail(self, error: ProtocolError) -> None:
         """Report ``error`` to the client; close afterwards if it is fatal."""
-        self.deliver(error_frame(error.code, error.message, error.ref, error.retry_after))
+        data = error_frame(error.code, error.message, error.ref, error.retry_after)
         if error.fatal:
-            self.closing = True
+            self._last(data)
+        else:
+            self.deliver(data)
 
     def receive_line(self, line: bytes) -> None:
         """Handle one frame line from the client."""
@@ -179,8 +191,7 @@ class Session:
         elif isinstance(frame, Members):
             hub.members(self, frame.room, ref)
         elif isinstance(frame, Logout):
-            self.deliver(Bye(ref=ref).encode())
-            self.closing = True
+            self._last(Bye(ref=ref).encode())
         else:  # pragma: no cover - the union above is exhaustive
             raise ProtocolError("internal", f"frame type {frame.type!r} is not handled")
 

@@ -232,12 +232,6 @@ def test_throttle_pruning_drops_expired_entries_first() -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LoginThrottle._prune rescans every key, and evicts one oldest key per full "
-    "scan, on every failure once the table is full: ~40 ms under the global lock at the "
-    "default 100,000 keys, and refused tries (which cost no bcrypt) can keep it full",
-)
 def test_throttle_pruning_work_is_amortised_when_the_table_stays_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -475,12 +469,6 @@ def test_session_refused_frame_error_carries_its_ref(hub: Hub) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Session.deliver checks `closing` and queues without a lock, and the final "
-    "frame is queued before `closing` is set: another thread's broadcast in between "
-    "lands after bye or the fatal error (seen with 500 clients in test_scale)",
-)
 @pytest.mark.parametrize("ending", ["logout", "flood"])
 def test_final_frame_stays_last_when_another_thread_delivers_meanwhile(
     hub: Hub, ending: str
