@@ -275,7 +275,10 @@ def sample_process(pid: int | None) -> ProcSample | None:
     if pid is None:
         return None
     try:
-        cpu = parse_proc_stat(Path(f"/proc/{pid}/stat").read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2 :].startswith("Z"):
+            return None  # exited, not yet reaped: nothing left to measure
+        cpu = parse_proc_stat(stat)
         status = parse_proc_status(Path(f"/proc/{pid}/status").read_text())
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, ValueError, IndexError):
@@ -294,6 +297,7 @@ def raise_nofile() -> tuple[int, int]:
 
 
 def free_port() -> int:
+    """A loopback port free now, for a peer that cannot listen on port 0 and tell us."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -329,6 +333,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.version = ""
+        self.connect_limit = 10**6
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self.proc = subprocess.Popen(
@@ -394,6 +399,7 @@ class LaunchSpec:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     version: str = ""
+    connect_limit: int = 10**6  # TLS connects in flight that the server can take
 
 
 def split_pem(pem: Path, directory: Path) -> tuple[Path, Path]:
@@ -508,6 +514,7 @@ def prepare_peer(
             port,
             env={"PYTHONUNBUFFERED": "1"},
             version=version,
+            connect_limit=4,  # listen(5), and TLS handshakes block its only loop
         )
     raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
 
@@ -522,6 +529,7 @@ def start_peer(name: str, command: list[str], workdir: Path, pem: Path) -> Serve
     spec = prepare_peer(name, command, workdir, chain, key, free_port())
     server = ServerProcess(name, spec.argv, spec.ready, workdir / f"{name}.log", spec.env)
     server.port, server.version = spec.port, spec.version
+    server.connect_limit = spec.connect_limit
     server.start()
     return server
 
@@ -659,6 +667,7 @@ class Target:
     port: int
     context: ssl.SSLContext
     pid: int | None = None
+    connect_limit: int = 10**6
 
 
 Scenario = Callable[[Target, argparse.Namespace], Awaitable[dict[str, Any]]]
@@ -698,13 +707,16 @@ def run_one(
         except (StartError, OSError) as exc:
             return {"error": f"cannot start: {exc}"}
         dialect: Dialect = SecurechatDialect() if name == "securechat" else IrcDialect()
-        target = Target(name, dialect, "127.0.0.1", server.port, ws.context, server.pid)
+        target = Target(name, dialect, "127.0.0.1", server.port, ws.context, server.pid,
+                        server.connect_limit)  # fmt: skip
     log(f"{scenario}: {name}: running")
+    load = os.getloadavg()[0]  # other work on the machine skews every number: say how much
     try:
         result = asyncio.run(asyncio.wait_for(play(target, opts), opts.timeout))
     except Exception as exc:  # a scenario that fails is a result, not a crash of the bench
         result = {"error": f"{type(exc).__name__}: {exc}"}
     log(f"{scenario}: {name}: done")
+    result["load_at_start"] = round(load, 2)
     if server is not None:
         result["server_died"] = not server.alive()
         result["server_exit"] = server.stop()
