@@ -146,8 +146,10 @@ def test_500_clients_in_20_rooms(certs, tmp_path):
             asyncio.wait_for(run_clients(server.address, certs.ca_cert), 60)
         )
         elapsed = time.monotonic() - started
-        assert peak[0] >= baseline[0] + CLIENTS  # a thread per connection
-        assert peak[1] >= baseline[1] + 2 * CLIENTS  # a socket on each side (and eventfds)
+        # A few I/O threads hold every connection: the thread count does not grow with
+        # them (login workers come and go); each connection is one socket on each side.
+        assert peak[0] < baseline[0] + 50, (baseline, peak)
+        assert peak[1] >= baseline[1] + 2 * CLIENTS
 
         for client, messages in seen:
             assert {m["room"] for m in messages} == {client.room}

@@ -1,0 +1,683 @@
+"""The TLS transport: a few I/O threads, each owning the connections it polls.
+
+Why this shape: a thread per connection costs ~70 KiB and a context switch per
+delivered frame; here each of ``Limits.io_threads`` threads runs one ``epoll`` loop
+over many non-blocking connections. A connection belongs to one I/O thread for its
+whole life, and only that thread touches its TLS object (handshake, reads, writes,
+close), so OpenSSL never sees two threads on one connection (STYLE.md).
+
+Other threads reach a connection only through :meth:`Connection.deliver` (append to a
+bounded queue, then mark the connection for its I/O thread, which is woken through
+one ``eventfd`` per I/O thread, not per frame) and :meth:`Connection.request_close`.
+A broadcast to 100 members therefore costs 100 appends and at most one wake-up per
+I/O thread, and each member's writer sends everything it is behind in one TLS write.
+
+Work that may block runs elsewhere: frames of a connection that has not logged in
+yet (bcrypt) go to a small worker pool, and writes wait for the store's commit
+thread. Meanwhile the connection's later requests are held, so replies keep the
+order of requests. Everything about the protocol lives in
+:class:`~securechat.session.Session` and :class:`~securechat.hub.Hub`.
+"""
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import DEFAULT_PORT, PROTOCOL_VERSION, __version__
+from .exceptions import FrameTooLarge, ProtocolError
+from .frames import ServerPing, Welcome, error_frame
+from .framing import DEFAULT_FRAME_LIMIT, LineReader
+from .hub import Hub
+from .limits import BcryptGate, LoginThrottle, TokenBucket
+from .session import Session
+
+log = logging.getLogger("securechat.server")
+
+READ_SIZE = 65536
+READS_PER_TURN = 16  # then let the other connections of the thread have a turn
+WRITE_CHUNK = 256 * 1024
+LINGER_SECONDS = 1.0
+SLOW_CONSUMER = error_frame("slow_consumer", "you are not reading fast enough; disconnecting")
+SERVER_BUSY = error_frame("server_busy", "too many connections; try again later")
+IN, OUT = select.EPOLLIN, select.EPOLLOUT
+
+
+@dataclass
+class Limits:
+    """Time and size limits of the transport (defaults from the protocol)."""
+
+    frame_bytes: int = DEFAULT_FRAME_LIMIT
+    queue_bytes: int = 1024 * 1024
+    queue_frames: int = 1000
+    handshake_timeout: float = 10.0
+    login_timeout: float = 10.0
+    idle_ping: float = 60.0
+    idle_drop: float = 120.0
+    partial_timeout: float = 30.0  # a started frame must be finished within this
+    flush_timeout: float = 3.0
+    frame_rate: float = 10.0  # frames a second per connection, after a burst of
+    frame_burst: int = 20
+    max_connections: int = 10_000
+    max_per_address: int = 50
+    bcrypt_concurrent: int = 2 * (os.cpu_count() or 1)
+    bcrypt_waiting: int = 200
+    io_threads: int = os.cpu_count() or 1
+
+
+class _Closed(Exception):
+    """The connection is over (EOF, reset, timeout); nothing more to say."""
+
+
+class Connection:
+    """One client connection; its I/O thread calls :meth:`step` whenever it may advance."""
+
+    def __init__(
+        self, server: "Server", loop: "IOThread", sock: socket.socket, address: tuple[str, int]
+    ) -> None:
+        self.server, self.loop, self.limits = server, loop, server.limits
+        self.address = address
+        self.raw = sock
+        self.fd = sock.fileno()
+        self.tls: ssl.SSLSocket | None = None
+        # Shared with other threads, under _lock (never held during I/O).
+        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._marked = False
+        self._overflow = self._sealed = self._done = False
+        self._close_reason: bytes | None = None
+        self.busy = False  # over a connection limit: say server_busy and close
+        self.session = Session(
+            server.hub, self.deliver, server.check_password, address=address[0],
+            throttle=server.throttle, wake=self.wake,
+            bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
+        )  # fmt: skip
+        # Owned by the I/O thread.
+        self.state = "handshake"
+        self.reader = LineReader(self.limits.frame_bytes)
+        self.held: deque[bytes] = deque()  # lines read, not handled yet
+        self.pending = b""  # bytes of an unfinished TLS write
+        self.in_worker = False  # a pre-login frame is being handled by a worker
+        self.readable = self.want_write = self.want_read = False
+        self.events = -1  # what is registered with epoll
+        self.timer_at: float | None = None
+        now = time.monotonic()
+        self.deadline = now + self.limits.handshake_timeout
+        self.last_heard = now
+        self.pinged = False
+        self.partial_since: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.address[0]}:{self.address[1]} {self.session.user or '-'}>"
+
+    # -- called from any thread
+
+    def deliver(self, data: bytes) -> None:
+        """Queue one encoded frame; never blocks. Past the bound: slow consumer."""
+        with self._lock:
+            if self._done or self._overflow or self._sealed:
+                return
+            if (
+                len(self._queue) >= self.limits.queue_frames
+                or self._queued_bytes + len(data) > self.limits.queue_bytes
+            ):
+                self._overflow = True
+            else:
+                self._queue.append(data)
+                self._queued_bytes += len(data)
+            self._mark()
+
+    def request_close(self, final_frame: bytes) -> None:
+        """Ask the I/O thread to send ``final_frame``, flush and close (e.g. shutdown)."""
+        with self._lock:
+            if not self._done:
+                self._close_reason = final_frame
+                self._mark()
+
+    def wake(self) -> None:
+        """Have the I/O thread look at this connection again (e.g. a commit is done)."""
+        with self._lock:
+            if not self._done:
+                self._mark()
+
+    def _mark(self) -> None:
+        if not self._marked:
+            self._marked = True
+            self.loop.mark(self)
+
+    # -- the I/O thread
+
+    def unmark(self) -> None:
+        with self._lock:
+            self._marked = False
+
+    def _take(self) -> bytes:
+        with self._lock:
+            parts: list[bytes] = []
+            size = 0
+            while self._queue and size < WRITE_CHUNK:
+                part = self._queue.popleft()
+                parts.append(part)
+                size += len(part)
+            self._queued_bytes -= size
+            return b"".join(parts)
+
+    def step(self) -> None:
+        """Advance as far as possible without blocking; then wait for epoll or a timer."""
+        try:
+            if self.state == "handshake":
+                self._handshake()
+            if self.state == "serving":
+                self._serve()
+            if self.state == "closing":
+                self._close_gently()
+            if self.state == "linger":
+                self._linger()
+            if self.state == "dead":
+                self._finish()
+        except _Closed:
+            self._finish()
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("%r: %s", self, exc)
+            self._finish()
+        except Exception:
+            log.exception("%r: internal error", self)
+            self._finish()
+        if self.state != "done":
+            self.loop.watch(self)
+
+    def wanted_events(self) -> int:
+        if self.state == "handshake":
+            return OUT if self.want_write else IN
+        if self.state == "serving":
+            reading = not self.held and not self.in_worker
+            return (IN if reading or self.want_read else 0) | (OUT if self.want_write else 0)
+        if self.state == "closing":
+            return (OUT if self.want_write else 0) | (IN if self.want_read else 0)
+        return IN if self.state == "linger" else 0
+
+    def _handshake(self) -> None:
+        if self.tls is None:
+            self.raw.setblocking(False)
+            self.tls = self.server.context.wrap_socket(
+                self.raw, server_side=True, do_handshake_on_connect=False
+            )
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self.want_write = False
+        except ssl.SSLWantWriteError:
+            self.want_write = True
+        else:
+            self.want_write = False
+            self.state = "serving"
+            now = self.last_heard = time.monotonic()
+            self.deadline = now + self.limits.login_timeout
+            if self.busy:
+                self.session.fail(ProtocolError("server_busy", "too many connections; try "
+                                                "again later", fatal=True))  # fmt: skip
+            else:
+                self.session.cert_user = _certificate_user(self.tls)
+                self.deliver(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
+            return
+        if time.monotonic() >= self.deadline:
+            raise _Closed
+
+    def _serve(self) -> None:
+        session = self.session
+        with self._lock:
+            reason, overflow = self._close_reason, self._overflow
+        if overflow:
+            self._send_best_effort(SLOW_CONSUMER)
+            raise _Closed
+        if reason is not None and not session.closing:
+            with self._lock:
+                self._queue.append(reason)
+                self._queued_bytes += len(reason)
+                self._sealed = True
+            session.closing = True
+        if not self.held and not self.in_worker and not session.closing:
+            self._read()
+        while self.held and not session.waiting and not session.closing and not self.in_worker:
+            line = self.held.popleft()
+            if session.logged_in:
+                session.receive_line(line)
+            else:  # may run bcrypt: not on this thread
+                self.in_worker = True
+                self.server.workers.submit(self._handle_in_worker, line)
+        self._flush()
+        if session.closing and not self.in_worker:
+            self.state = "closing"
+            self.deadline = time.monotonic() + self.limits.flush_timeout
+            return
+        self._check_timers()
+
+    def _handle_in_worker(self, line: bytes) -> None:
+        try:
+            self.session.receive_line(line)
+        except Exception:
+            log.exception("%r: internal error in a worker", self)
+        finally:
+            self.in_worker = False
+            self.wake()
+
+    def _read(self) -> None:
+        assert self.tls is not None
+        if not (self.readable or self.want_read or self.tls.pending()):
+            return
+        self.readable = self.want_read = False
+        for _ in range(READS_PER_TURN):
+            try:
+                data = self.tls.recv(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLWantWriteError:
+                self.want_write = True
+                break
+            if not data:
+                if self.held:
+                    break  # handle what came before the end first
+                raise _Closed
+            try:
+                self.held.extend(self.reader.feed(data))
+            except FrameTooLarge as error:
+                self.session.fail(error)
+                return
+        else:
+            self.wake()  # more may be waiting; let the other connections have a turn first
+        now = time.monotonic()
+        if self.held:
+            self.last_heard = now
+            self.pinged = False
+        if not self.reader.pending:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = now
+
+    def _flush(self) -> None:
+        assert self.tls is not None
+        self.want_write = False
+        for _ in range(64):
+            if not self.pending:
+                self.pending = self._take()
+                if not self.pending:
+                    return
+            try:
+                sent = self.tls.send(self.pending)
+            except ssl.SSLWantWriteError:
+                self.want_write = True
+                return
+            except ssl.SSLWantReadError:
+                self.want_read = True
+                return
+            self.pending = self.pending[sent:]
+        self.wake()  # a busy writer: come back after the others
+
+    def _check_timers(self) -> None:
+        now, limits, session = time.monotonic(), self.limits, self.session
+        if self.partial_since is not None and now >= self.partial_since + limits.partial_timeout:
+            self._send_best_effort(error_frame("bad_frame", "frame not finished in time"))
+            raise _Closed
+        if not session.logged_in:
+            if now >= self.deadline and not self.in_worker:
+                self._send_best_effort(error_frame("auth_required", "login timed out"))
+                raise _Closed
+            return
+        if now >= self.last_heard + (limits.idle_drop if self.pinged else limits.idle_ping):
+            if self.pinged:
+                raise _Closed
+            self.pinged = True
+            self.deliver(ServerPing().encode())
+
+    def next_timer(self) -> float:
+        """When :meth:`step` must run again even if nothing happens."""
+        limits = self.limits
+        if self.state in ("handshake", "closing", "linger"):
+            return self.deadline
+        if not self.session.logged_in:
+            when = self.deadline
+        else:
+            when = self.last_heard + (limits.idle_drop if self.pinged else limits.idle_ping)
+        if self.partial_since is not None:
+            when = min(when, self.partial_since + limits.partial_timeout)
+        return when
+
+    def _close_gently(self) -> None:
+        """Flush what is queued (bounded by flush_timeout), then half-close."""
+        self._flush()
+        if self.pending or self.want_write:
+            if time.monotonic() >= self.deadline:
+                raise _Closed
+            return
+        with self._lock:
+            if self._queue:
+                return
+        assert self.tls is not None
+        # Half-close, then drain briefly: closing with unread input sends a reset that
+        # can destroy our last frame (e.g. frame_too_large) before the client reads it.
+        self.tls.shutdown(socket.SHUT_WR)
+        self.state = "linger"
+        self.deadline = time.monotonic() + LINGER_SECONDS
+        self.readable = True
+
+    def _linger(self) -> None:
+        sock = self.tls or self.raw
+        while self.readable:
+            try:
+                data = socket.socket.recv(sock, READ_SIZE)
+            except BlockingIOError:
+                break
+            if not data:
+                raise _Closed
+        self.readable = False
+        if time.monotonic() >= self.deadline:
+            raise _Closed
+
+    def _send_best_effort(self, frame: bytes) -> None:
+        """Try to send one last frame without waiting (slow consumer, timeouts)."""
+        if self.tls is not None and not self.pending:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                self.tls.send(frame)
+
+    def _finish(self) -> None:
+        """Leave the hub, close the socket, forget the connection (once a worker is done)."""
+        if self.in_worker:
+            self.state = "dead"  # the worker's wake-up brings us back here
+            return
+        self.session.close()
+        with self._lock:
+            self._done = True
+            self._queue.clear()
+        self.loop.forget(self)
+        (self.tls or self.raw).close()
+        self.state = "done"
+        self.server.forget(self)
+
+
+def _certificate_user(tls: ssl.SSLSocket) -> str | None:
+    """The common name of the client's verified certificate, if it sent one."""
+    cert = tls.getpeercert()
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and isinstance(value, str):
+                return value
+    return None
+
+
+class WorkerPool:
+    """Threads for blocking work (bcrypt), started on demand, gone when idle.
+
+    Up to ``max_workers`` run at once; one that finds no work for ``idle`` seconds
+    exits, so a login storm leaves no threads behind.
+    """
+
+    def __init__(self, max_workers: int, *, idle: float = 1.0, name: str = "login") -> None:
+        self.max_workers, self.idle, self.name = max_workers, idle, name
+        self._ready = threading.Condition()
+        self._jobs: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
+        self._threads: set[threading.Thread] = set()
+        self._idle_workers = 0
+        self._stopping = False
+
+    def submit(self, job: Callable[..., object], *args: object) -> None:
+        with self._ready:
+            self._jobs.append((job, args))
+            self._ready.notify()
+            if len(self._jobs) > self._idle_workers and len(self._threads) < self.max_workers:
+                thread = threading.Thread(target=self._work, name=f"{self.name}-worker")
+                self._threads.add(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                self._idle_workers += 1
+                self._ready.wait_for(lambda: self._jobs or self._stopping, self.idle)
+                self._idle_workers -= 1
+                if not self._jobs:  # idle too long, or stopping
+                    self._threads.discard(threading.current_thread())
+                    return
+                job, args = self._jobs.popleft()
+            job(*args)
+
+    def shutdown(self) -> None:
+        """Drop the jobs not started, let running ones finish, join every thread."""
+        with self._ready:
+            self._stopping = True
+            self._jobs.clear()
+            self._ready.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
+
+
+class IOThread:
+    """One epoll loop and the connections it owns."""
+
+    def __init__(self, name: str) -> None:
+        self._epoll = select.epoll()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, IN)
+        self._lock = threading.Lock()
+        self._marked: list[Connection] = []
+        self._new: list[Connection] = []
+        self._woken = False
+        self._stopping = False
+        self._connections: dict[int, Connection] = {}
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._seq = itertools.count()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def adopt(self, connection: Connection) -> None:
+        """Take over a new connection (from the accept thread)."""
+        with self._lock:
+            self._new.append(connection)
+            self._wake()
+
+    def mark(self, connection: Connection) -> None:
+        """Look at ``connection`` in the next turn (from any thread)."""
+        with self._lock:
+            self._marked.append(connection)
+            self._wake()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            os.eventfd_write(self._wake_fd, 1)
+
+    def watch(self, connection: Connection) -> None:
+        """Register what ``connection`` waits for: epoll events and its next timer."""
+        events = connection.wanted_events()
+        if events != connection.events:
+            if connection.events < 0:
+                self._epoll.register(connection.fd, events)
+                self._connections[connection.fd] = connection
+            else:
+                self._epoll.modify(connection.fd, events)
+            connection.events = events
+        when = connection.next_timer()
+        if connection.timer_at is None or when < connection.timer_at:
+            connection.timer_at = when
+            heapq.heappush(self._timers, (when, next(self._seq), connection))
+
+    def forget(self, connection: Connection) -> None:
+        if self._connections.pop(connection.fd, None) is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(connection.fd)
+
+    def _run(self) -> None:
+        while True:
+            timeout = -1.0
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            ready = self._epoll.poll(timeout)
+            with self._lock:
+                if self._woken:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(self._wake_fd)
+                    self._woken = False
+                new, self._new = self._new, []
+                marked, self._marked = self._marked, []
+                stopping = self._stopping
+            due: dict[Connection, None] = dict.fromkeys(new)
+            for fd, events in ready:
+                connection = self._connections.get(fd)
+                if connection is not None:
+                    connection.readable = bool(events & (IN | select.EPOLLHUP | select.EPOLLERR))
+                    due[connection] = None
+            for connection in marked:
+                connection.unmark()
+                due[connection] = None
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                when, _, connection = heapq.heappop(self._timers)
+                if connection.timer_at == when:
+                    connection.timer_at = None
+                    due[connection] = None
+            for connection in due:
+                if connection.state != "done":
+                    connection.step()
+            if stopping:
+                for connection in list(self._connections.values()):
+                    connection.in_worker = False  # the workers are stopped by now
+                    connection._finish()
+                self._epoll.close()
+                os.close(self._wake_fd)
+                return
+
+
+@dataclass
+class Server:
+    """A securechat server: listener, accept thread, I/O threads, login workers."""
+
+    context: ssl.SSLContext
+    hub: Hub
+    authenticate: Callable[[str, str], bool]
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._all_gone = threading.Condition(self._lock)
+        self._connections: set[Connection] = set()
+        self._per_address: Counter[str] = Counter()
+        self.throttle = LoginThrottle()
+        self._gate = BcryptGate(self.limits.bcrypt_concurrent, self.limits.bcrypt_waiting)
+        # Enough threads for every check the gate lets run or wait; idle ones exit.
+        self.workers = WorkerPool(self.limits.bcrypt_concurrent + self.limits.bcrypt_waiting + 1)
+        self._loops = [IOThread(f"io-{n}") for n in range(max(1, self.limits.io_threads))]
+        self._next_loop = itertools.cycle(self._loops)
+        self._listener: socket.socket | None = None
+        self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._accept_thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._listener is not None
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    def start(self) -> None:
+        """Bind, listen and start the accept and I/O threads."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._listener = socket.create_server((self.host, self.port), family=family, backlog=1024)
+        for loop in self._loops:
+            loop.thread.start()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
+        self._accept_thread.start()
+        host, port = self.address
+        log.info("listening on %s:%d", f"[{host}]" if ":" in host else host, port)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        poller = select.poll()
+        poller.register(self._listener, select.POLLIN)
+        poller.register(self._stop_fd, select.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if self._stop_fd in ready:
+                return
+            try:
+                sock, address = self._listener.accept()
+            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
+                log.warning("accept failed: %s", exc)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            loop = next(self._next_loop)
+            connection = Connection(self, loop, sock, address[:2])
+            with self._lock:
+                if self._stopping:
+                    sock.close()
+                    continue
+                host = connection.address[0]
+                connection.busy = (
+                    len(self._connections) >= self.limits.max_connections
+                    or self._per_address[host] >= self.limits.max_per_address
+                )
+                self._connections.add(connection)
+                self._per_address[host] += 1
+            loop.adopt(connection)
+
+    def check_password(self, user: str, password: str) -> bool:
+        """``authenticate``, at most ``bcrypt_concurrent`` at once (else wait or busy)."""
+        return self._gate.run(self.authenticate, user, password)
+
+    def forget(self, connection: Connection) -> None:
+        with self._lock:
+            if connection in self._connections:
+                self._connections.discard(connection)
+                host = connection.address[0]
+                self._per_address[host] -= 1
+                if not self._per_address[host]:
+                    del self._per_address[host]
+                if not self._connections:
+                    self._all_gone.notify_all()
+
+    def connections(self) -> list[Connection]:
+        with self._lock:
+            return list(self._connections)
+
+    def shutdown(self, timeout: float = 4.0) -> None:
+        """Stop accepting, tell every connection we are shutting down, flush, stop.
+
+        Idempotent: a second call returns at once.
+        """
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            connections = list(self._connections)
+        os.eventfd_write(self._stop_fd, 1)
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        if self._listener is not None:
+            self._listener.close()
+        goodbye = error_frame("shutting_down", "the server is shutting down")
+        for connection in connections:
+            connection.request_close(goodbye)
+        with self._lock:
+            self._all_gone.wait_for(lambda: not self._connections, timeout)
+        self.workers.shutdown()
+        for loop in self._loops:
+            loop.stop()
+        for loop in self._loops:
+            if loop.thread.is_alive():
+                loop.thread.join()
+        os.close(self._stop_fd)
