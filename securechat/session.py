@@ -11,7 +11,9 @@ reading, flush and close.
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 from .exceptions import ProtocolError
 from .frames import (
@@ -42,6 +44,7 @@ from .limits import LoginThrottle, TokenBucket
 
 log = logging.getLogger("securechat.session")
 
+WRITES = (Send, Edit, Delete, Dm)  # answered after their commit; may be pipelined
 MAX_LOGIN_FAILURES = 5
 MAX_REFUSALS = 100  # refused frames (decaying by one a second) before a flooder is dropped
 AUTH_FAILED_MESSAGE = "wrong user name or password"
@@ -83,8 +86,10 @@ class Session:
         self.login_failures = 0
         self.closing = False
         self._lock = threading.RLock()  # orders deliveries against the last frame
-        self.waiting = False  # a write of ours awaits its commit; hold later requests
-        self._wake = wake  # tells the transport when ``waiting`` ends
+        self.doomed = False  # a fatal error is on its way: read nothing more
+        self._pending = 0  # writes (and errors queued behind them) not yet delivered
+        self._held: deque[AnyClientFrame] = deque()  # requests waiting for those
+        self._wake = wake  # tells the transport that held requests may go
 
     def __repr__(self) -> str:
         return f"<Session user={self.user or '-'} rooms={sorted(self.rooms)}>"
@@ -114,9 +119,20 @@ class Session:
         else:
             self.deliver(data)
 
+    @property
+    def waiting(self) -> bool:
+        """Requests are held until earlier writes are delivered: feed no more lines."""
+        return bool(self._held)
+
     def receive_line(self, line: bytes) -> None:
-        """Handle one frame line from the client."""
-        if self.closing:
+        """Handle one frame line from the client (the transport's thread).
+
+        Replies keep the order of requests. Writes (send, edit, delete, dm) are
+        answered after their commit, so they may be pipelined; any other request
+        that comes while writes are pending is held until they are delivered (see
+        :meth:`resume`), and an error meanwhile is queued behind them.
+        """
+        if self.closing or self.doomed:
             return
         if self._bucket is not None and (wait := self._bucket.take()):
             self._refuse(wait, salvage_ref(line))
@@ -124,17 +140,43 @@ class Session:
         try:
             frame = parse_client_frame(line)
         except ProtocolError as error:
-            self.fail(error)
+            self.answer(error)
             return
+        if self._held or (self._pending and not isinstance(frame, WRITES)):
+            self._held.append(frame)
+        else:
+            self._handle(frame)
+
+    def resume(self) -> None:
+        """Handle held requests that may go now (the transport's thread, after a wake-up)."""
+        while self._held and not self.closing and not self.doomed:
+            if self._pending and not isinstance(self._held[0], WRITES):
+                return
+            self._handle(self._held.popleft())
+
+    def _handle(self, frame: AnyClientFrame) -> None:
         try:
             self._dispatch(frame)
         except ProtocolError as error:
             error.ref = frame.ref
-            self.fail(error)
+            self.answer(error)
         except Exception:  # a bug of ours: say so, keep the connection, keep the log
             log.exception("internal error handling %s from %s", frame.type, self.user or "-")
-            self.fail(ProtocolError("internal", "internal server error; the request was not "
-                                    "carried out", ref=frame.ref))  # fmt: skip
+            self.answer(ProtocolError("internal", "internal server error; the request was "
+                                       "not carried out", ref=frame.ref))  # fmt: skip
+
+    def answer(self, error: ProtocolError) -> None:
+        """Report ``error`` now, or after the writes still pending if there are any.
+
+        A fatal error ends the input at once (``doomed``); the connection closes when
+        the error is sent, after the replies that come before it.
+        """
+        if error.fatal:
+            self.doomed = True
+        if self._pending:
+            self._after_pending(partial(self.fail, error))
+        else:
+            self.fail(error)
 
     def _refuse(self, wait: float, ref: str | None) -> None:
         """Turn away a frame over the rate; drop a client that keeps flooding."""
@@ -142,11 +184,11 @@ class Session:
         self._refusals = max(0.0, self._refusals - (now - self._refusals_stamp)) + 1
         self._refusals_stamp = now
         if self._refusals > self._max_refusals:
-            self.fail(ProtocolError("rate_limited", "too many frames refused; disconnecting",
-                                    ref=ref, retry_after=wait, fatal=True))  # fmt: skip
+            self.answer(ProtocolError("rate_limited", "too many frames refused; disconnecting",
+                                      ref=ref, retry_after=wait, fatal=True))  # fmt: skip
         else:
-            self.fail(ProtocolError("rate_limited", "slow down: frame refused", ref=ref,
-                                    retry_after=wait))  # fmt: skip
+            self.answer(ProtocolError("rate_limited", "slow down: frame refused", ref=ref,
+                                       retry_after=wait))  # fmt: skip
 
     def close(self) -> None:
         """The connection is gone: leave every room. Safe to call more than once."""
@@ -196,13 +238,24 @@ class Session:
             raise ProtocolError("internal", f"frame type {frame.type!r} is not handled")
 
     def _await_commit(self) -> None:
-        """Hold this connection's next requests until the write just made is delivered."""
-        self.waiting = True
-        self.hub.after_commits(self._committed)
+        """Count the write just submitted as pending until it is delivered."""
+        self._after_pending(None)
 
-    def _committed(self) -> None:
-        self.waiting = False
-        self._wake()
+    def _after_pending(self, then: Callable[[], None] | None) -> None:
+        """Run ``then`` (if any) after everything submitted so far; pending until then."""
+        with self._lock:
+            self._pending += 1
+
+        def done() -> None:
+            if then is not None:
+                then()
+            with self._lock:
+                self._pending -= 1
+                last = not self._pending
+            if last and self._held:
+                self._wake()
+
+        self.hub.after_commits(done)
 
     def _login(self, frame: Login) -> None:
         if self.logged_in:

@@ -200,7 +200,7 @@ class Connection:
         if self.state == "handshake":
             return OUT if self.want_write else IN
         if self.state == "serving":
-            reading = not self.held and not self.in_worker
+            reading = not self.held and not self.in_worker and not self.session.doomed
             return (IN if reading or self.want_read else 0) | (OUT if self.want_write else 0)
         if self.state == "closing":
             return (OUT if self.want_write else 0) | (IN if self.want_read else 0)
@@ -246,7 +246,8 @@ class Connection:
                 self._queued_bytes += len(reason)
                 self._sealed = True
             session.closing = True
-        if not self.held and not self.in_worker and not session.closing:
+        session.resume()
+        if not self.held and not self.in_worker and not session.closing and not session.doomed:
             self._read()
         while self.held and not session.waiting and not session.closing and not self.in_worker:
             line = self.held.popleft()
@@ -291,7 +292,7 @@ class Connection:
             try:
                 self.held.extend(self.reader.feed(data))
             except FrameTooLarge as error:
-                self.session.fail(error)
+                self.session.answer(error)
                 return
         else:
             self.wake()  # more may be waiting; let the other connections have a turn first
