@@ -8,17 +8,23 @@ I/O: :func:`parse_command` turns one input line into an :data:`Action`,
 :func:`split_argv` turns trailing command-line words into input lines,
 :func:`decode_server_frame` validates what arrived, and :func:`format_frame` turns a
 server frame into display lines with every terminal control character escaped.
-:class:`RoomTracker` remembers the joined rooms and the current one.
+:class:`RoomTracker` remembers the joined rooms and the current one. What reconnecting
+needs to decide is pure too: :class:`Backoff` says how long to wait before the next
+attempt and :class:`ResumeState` what has been shown, so that after a reconnect each
+message is shown exactly once and in order; both are tested with a fake clock and dice.
 """
 
 import copy
 import json
+import random
 import re
+import time
 import unicodedata
-from collections.abc import Collection, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,17 +35,22 @@ from .names import is_valid_name
 __all__ = [
     "HELP",
     "Action",
+    "Backoff",
     "Notice",
     "Quit",
     "Request",
+    "ResumeState",
     "RoomTracker",
     "Switch",
     "decode_server_frame",
     "escape",
     "format_frame",
+    "format_record",
+    "format_rejoined",
     "json_line",
     "parse_command",
     "split_argv",
+    "unconfirmed",
 ]
 
 DEFAULT_HISTORY = 20
@@ -88,7 +99,7 @@ def _build(model: type[BaseModel], **fields: Any) -> Request | Notice:
         frame = model.model_validate(fields)
     except ValidationError as exc:
         return _error(_describe(exc, 0))
-    return Request(frame.model_dump(exclude_none=True))
+    return Request(frame.model_dump(exclude_none=True, by_alias=True))  # dm_history's "with"
 
 
 def _is_utf8(text: str) -> bool:
@@ -141,12 +152,18 @@ _COMMANDS = {
     "edit": ("ID TEXT", 1, 1, "edit your message ID in the current room"),
     "delete": ("ID", 1, 1, "delete message ID in the current room"),
     "history": ("[N]", 0, 1, f"show the last N messages of the current room ({DEFAULT_HISTORY})"),
+    "dmhistory": (
+        "USER [N]",
+        1,
+        2,
+        f"show the last N direct messages with USER ({DEFAULT_HISTORY})",
+    ),
     "quit": ("", 0, 0, "log out and exit (Ctrl-D too)"),
     "help": ("", 0, 0, "this text"),
 }
 HELP = "\n".join(
     ["commands:"]
-    + [f"  {f'/{name} {args}':<18}  {text}" for name, (args, _, _, text) in _COMMANDS.items()]
+    + [f"  {f'/{name} {args}':<19}  {text}" for name, (args, _, _, text) in _COMMANDS.items()]
     + ["  any other line is sent to the current room; start it with // to send a leading /"]
 )
 _COMMAND_RE = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
@@ -208,10 +225,17 @@ def _simple(
     if command == "rooms":
         return _build(frames.Rooms, type="rooms")
     if command == "history":
-        if words and not (words[0].isascii() and words[0].isdigit()):
-            return _error(f"not a number: {words[0]!r}")
-        limit = int(words[0]) if words else DEFAULT_HISTORY
+        limit = _limit(words[0] if words else None)
+        if isinstance(limit, Notice):
+            return limit
         return _current(current_room, frames.History, type="history", limit=limit)
+    if command == "dmhistory":
+        user, limit = _name(words[0], "user"), _limit(words[1] if len(words) > 1 else None)
+        if isinstance(user, Notice):
+            return user
+        if isinstance(limit, Notice):
+            return limit
+        return _build(frames.DmHistory, **{"type": "dm_history", "with": user, "limit": limit})
     if command == "delete":
         message_id = _message_id(words[0])
         if isinstance(message_id, Notice):
@@ -233,6 +257,15 @@ def _simple(
     if command == "leave":
         return _build(frames.Leave, type="leave", room=room)
     return _build(frames.Members, type="members", room=room)
+
+
+def _limit(word: str | None) -> int | Notice:
+    """A count of messages to show; its range (1-200) is checked by the frame's model."""
+    if word is None:
+        return DEFAULT_HISTORY
+    if not (word.isascii() and word.isdigit()):
+        return _error(f"not a number: {word!r}")
+    return int(word)
 
 
 def _current(current_room: str | None, model: type[BaseModel], **fields: Any) -> Action:
@@ -442,6 +475,10 @@ def format_frame(frame: AnyServerFrame, tz: tzinfo | None = None) -> list[str]:
         case frames.HistoryReply():
             count = _plural(len(frame.messages), "message")
             return [f"* history of #{_n(frame.room)}: {count}", *_records(frame.messages, tz)]
+        case frames.DmHistoryReply():
+            count = _plural(len(frame.messages), "direct message")
+            head = f"* direct messages with {_n(frame.with_)}: {count}"
+            return [head, *(line for dm in frame.messages for line in format_frame(dm, tz))]
         case frames.RoomsReply():
             rooms = ", ".join(
                 f"#{_n(room.name)} ({_plural(room.members, 'member')})" for room in frame.rooms
@@ -457,3 +494,182 @@ def format_frame(frame: AnyServerFrame, tz: tzinfo | None = None) -> list[str]:
             return [f"! {frame.code}: {escape(frame.message, newlines=False)}{retry}"]
         case _:
             return []
+
+
+def format_record(record: frames.MessageRecord, tz: tzinfo | None = None) -> str:
+    """A stored message (from ``history``) shown like a live one, marked if edited."""
+    return _message_line(record, record.edited_ts is not None, tz)
+
+
+def format_rejoined(frame: frames.Joined) -> str:
+    """The line for a room joined again after a reconnect (its history is not repeated)."""
+    count = _plural(len(frame.members), "member")
+    return f"* rejoined #{_n(frame.room)} ({count}: {', '.join(map(_n, frame.members))})"
+
+
+# ---------------------------------------------------------------- reconnecting
+
+
+@dataclass
+class Backoff:
+    """How long to wait before each reconnect attempt: doubling, full jitter, capped.
+
+    Why jitter: after a server restart every client reconnects at once; delays drawn at
+    random up to a doubling ceiling spread them out instead of making them arrive
+    together at each doubling. Why a floor: a server that accepts and drops at once must
+    not be hit in a tight loop. Why ``stable``: growth restarts only after a connection
+    that lasted, so a server that drops each client right after login still sees the
+    delays grow. ``rand`` and ``clock`` are injectable for the tests.
+    """
+
+    first: float = 1.0  # the ceiling of the first delay, which is thus 0.5 to 1 s
+    floor: float = 0.5
+    cap: float = 30.0
+    stable: float = 10.0
+    rand: Callable[[], float] = random.random
+    clock: Callable[[], float] = time.monotonic
+    attempts: int = 0
+    _up_since: float | None = None
+
+    def ceiling(self, attempt: int) -> float:
+        """The most the delay before attempt ``attempt`` (0-based) can be."""
+        return min(self.cap, self.first * 2.0 ** min(attempt, 64))
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt, uniformly between the floor and the ceiling."""
+        ceiling = self.ceiling(self.attempts)
+        self.attempts += 1
+        low = min(self.floor, ceiling)
+        return low + self.rand() * (ceiling - low)
+
+    def connected(self) -> None:
+        """A connection is up (logged in, rooms rejoined)."""
+        self._up_since = self.clock()
+
+    def lost(self) -> None:
+        """The connection is gone: start from short delays again if it had lasted."""
+        if self._up_since is not None and self.clock() - self._up_since >= self.stable:
+            self.attempts = 0
+        self._up_since = None
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=_HasId)
+H = TypeVar("H")
+
+
+class ResumeState(Generic[H]):
+    """What the client has shown, so that after a reconnect each message shows once, in order.
+
+    Room message ids only grow, also across server restarts, and one connection gets a
+    room's events in id order; so the last id shown per room is the whole memory needed
+    to drop a duplicate, and the ``after`` of the ``history`` request that fetches what
+    was missed. While a room catches up, its live events (``H``: whatever the client
+    keeps of a frame) are held, and released after the missed messages.
+    """
+
+    def __init__(self, dm_memory: int = 4096) -> None:
+        self._last: dict[str, int] = {}
+        self._target: dict[str, int] = {}
+        self._held: dict[str, list[H]] = {}
+        self._dms: set[int] = set()
+        self._dm_order: deque[int] = deque()
+        self._dm_memory = dm_memory
+
+    def seen(self, room: str) -> int | None:
+        """The last message id shown in ``room``; None for a room never joined."""
+        return self._last.get(room)
+
+    def fresh(self, room: str, message_id: int) -> bool:
+        """Whether a message is new (then it counts as shown) or was shown already."""
+        if message_id <= self._last.get(room, 0):
+            return False
+        self._last[room] = message_id
+        return True
+
+    def fresh_dm(self, dm_id: int) -> bool:
+        """The same for direct messages, whose ids are unique; remembers the latest ones."""
+        if dm_id in self._dms:
+            return False
+        self._dms.add(dm_id)
+        self._dm_order.append(dm_id)
+        if len(self._dm_order) > self._dm_memory:
+            self._dms.discard(self._dm_order.popleft())
+        return True
+
+    def joined(self, room: str, last_id: int) -> None:
+        """A ``joined`` was shown with its history: everything up to ``last_id`` is shown.
+
+        A ``last_id`` below what was seen means the server's history was replaced (not
+        something this server does); then its ids are what counts from now on.
+        """
+        if self.is_reset(room, last_id):
+            self._last[room] = last_id
+        else:
+            self._last[room] = max(self._last.get(room, 0), last_id)
+
+    def is_reset(self, room: str, last_id: int) -> bool:
+        """Whether the server's ``last_id`` of a room is below what was shown there."""
+        return last_id < self._last.get(room, 0)
+
+    def hold(self, room: str) -> None:
+        """A rejoin is on its way: hold the room's live events until it has caught up."""
+        self._held.setdefault(room, [])
+
+    def holding(self) -> list[str]:
+        """The rooms whose live events are being held."""
+        return list(self._held)
+
+    def held(self, room: str, item: H) -> bool:
+        """Keep ``item`` if its room is catching up (True), else it may be shown (False)."""
+        if room in self._held:
+            self._held[room].append(item)
+            return True
+        return False
+
+    def rejoined(self, room: str, last_id: int) -> int | None:
+        """``joined`` came back after a reconnect: the ``after`` for the first ``history``
+        request, or None when nothing was missed."""
+        self._target[room] = last_id
+        seen = self._last.get(room, 0)
+        return seen if seen < last_id else None
+
+    def page(self, room: str, records: Sequence[R]) -> tuple[list[R], int | None]:
+        """A ``history`` page came: the messages not shown yet, and the ``after`` of the
+        next page, or None when done.
+
+        Done means the page reached the ``last_id`` of the ``joined``, or was empty:
+        everything later comes live. "Fewer than the limit" is no sign of the end,
+        because the server shortens a page that would not fit in one frame.
+        """
+        new = [record for record in records if self.fresh(room, record.id)]
+        if not records or records[-1].id >= self._target.get(room, 0):
+            return new, None
+        return new, records[-1].id
+
+    def release(self, room: str) -> list[H]:
+        """The room has caught up (or gave up): stop holding; what was held, in order."""
+        self._target.pop(room, None)
+        return self._held.pop(room, [])
+
+
+def unconfirmed(sent: Sequence[dict[str, Any]], seen: Sequence[tuple[str, str]]) -> list[Any]:
+    """The ``send`` frames whose message is not among ``seen`` ``(room, text)`` pairs.
+
+    A send whose answer was lost with the connection may or may not have been
+    stored. What the catch-up showed from this user tells: each message seen
+    accounts for one send of the same text to the same room; the rest are sent again.
+    """
+    left = Counter(seen)
+    missing = []
+    for frame in sent:
+        key = (frame["room"], frame["text"])
+        if left[key]:
+            left[key] -= 1
+        else:
+            missing.append(frame)
+    return missing

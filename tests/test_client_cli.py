@@ -131,6 +131,14 @@ class LiveClient:
         assert re.search(pattern, line), (pattern, line)
         return line
 
+    def rest(self, timeout: float = 10) -> list[str]:
+        """The stdout lines not read yet, up to the end of the output."""
+        lines = []
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            self.seen.append(line)
+            lines.append(line)
+        return lines
+
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
@@ -386,24 +394,69 @@ def test_invalid_user_name_is_a_usage_error(server, certs, tmp_path, name: str) 
     assert "Traceback" not in result.stderr
 
 
-def test_server_shutdown_exits_1(certs, passwd_path, tmp_path) -> None:
+def shut_down_under(certs, passwd_path, tmp_path, *args: str) -> tuple[LiveClient, int, str]:
+    """Start alice's client in #general, shut the server down; its exit status and stderr."""
     alice: LiveClient | None = None
     try:
         with run_server(certs, passwd_path) as server:
-            argv = client_argv(server.address, certs.ca_cert, "alice", "/join", "general")
+            argv = client_argv(server.address, certs.ca_cert, "alice", *args, "/join", "general")
             alice = LiveClient(argv, tmp_path, USERS["alice"])
             alice.wait_for(r"^\* joined #general")
         # The server has shut down, with the client still connected.
         alice.wait_for(r"^! shutting_down: ")
         status = alice.proc.wait(TIMEOUT)
         assert alice.proc.stderr is not None
-        stderr = alice.proc.stderr.read()
+        return alice, status, alice.proc.stderr.read()
     finally:
         if alice is not None:
             alice.kill()
+
+
+def test_server_shutdown_without_reconnect_exits_1(certs, passwd_path, tmp_path) -> None:
+    alice, status, stderr = shut_down_under(certs, passwd_path, tmp_path, "--no-reconnect")
     assert status == 1
     assert stderr.startswith("securechat-client: ") and stderr.count("\n") == 1, stderr
     assert "shutting_down" in stderr
+    assert not any("reconnect" in line for line in alice.seen)
+
+
+def test_reconnecting_gives_up_after_reconnect_for(certs, passwd_path, tmp_path) -> None:
+    alice, status, stderr = shut_down_under(certs, passwd_path, tmp_path, "--reconnect-for", "1.5")
+    assert status == 1
+    assert re.fullmatch(
+        r"securechat-client: gave up reconnecting after 1\.5 s: cannot connect to .*\n", stderr
+    ), stderr
+    rest = alice.rest()
+    assert re.fullmatch(
+        r"\* connection lost \(the server closed the connection \(shutting_down\)\); "
+        r"reconnecting in (0\.[5-9]|1\.0) s",
+        rest[0],
+    ), rest
+    assert all(line.startswith("* cannot reconnect: cannot connect to ") for line in rest[1:])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_reconnect_for_must_be_positive(server, certs, tmp_path, value: str) -> None:
+    result = run_client(server, certs, tmp_path, "alice", "--reconnect-for", value)
+    assert result.returncode == 2 and "not a positive number of seconds" in result.stderr
+
+
+def test_dm_history(server, certs, connect, tmp_path) -> None:
+    bob = connect("bob")
+    for text in ("one", "two", "three"):
+        assert bob.request(type="dm", to="alice", text=text)["type"] == "dm"
+    result = run_client(server, certs, tmp_path, "alice", "/dmhistory", "Bob", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    start = out.index("* direct messages with bob: 2 direct messages")
+    page = out[start + 1 : start + 3]
+    assert re.fullmatch(rf"{CLOCK} \[dm 2\] bob -> alice: two", page[0])
+    assert re.fullmatch(rf"{CLOCK} \[dm 3\] bob -> alice: three", page[1])
+    # The DMs waiting since alice was offline come once each, in order, but the server
+    # sends them some time after login_ok: after the reply to the first request, or
+    # (under load) not before this short session ends, when they wait for the next.
+    waiting = [line.split(": ", 1)[1] for line in out[:start] + out[start + 3 :]]
+    assert waiting == ["one", "two", "three"][: len(waiting)]
 
 
 # ---------------------------------------------------------------- scripted servers

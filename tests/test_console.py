@@ -1,26 +1,34 @@
-"""Unit tests of the client's pure half: command parsing, argv splitting, formatting."""
+"""Unit tests of the client's pure half: command parsing, argv splitting, formatting,
+and the decisions of reconnecting (backoff, what was shown, what to send again)."""
 
+import itertools
 import json
 from datetime import UTC
+from types import SimpleNamespace
 
 import pytest
 
 from securechat.console import (
     HELP,
+    Backoff,
     Notice,
     Quit,
     Request,
+    ResumeState,
     RoomTracker,
     Switch,
     clock,
     decode_server_frame,
     escape,
     format_frame,
+    format_record,
+    format_rejoined,
     json_line,
     parse_command,
     split_argv,
+    unconfirmed,
 )
-from securechat.frames import parse_client_frame, server_frame_adapter
+from securechat.frames import Joined, MessageRecord, parse_client_frame, server_frame_adapter
 
 TS = "2026-11-26T12:01:02.123Z"
 
@@ -71,6 +79,8 @@ def fmt(data: dict) -> list[str]:
         ("/delete 3", {"type": "delete", "room": "general", "id": 3}),
         ("/history", {"type": "history", "room": "general", "limit": 20}),
         ("/history 5", {"type": "history", "room": "general", "limit": 5}),
+        ("/dmhistory Bob", {"type": "dm_history", "with": "bob", "limit": 20}),
+        ("/dmhistory bob 200", {"type": "dm_history", "with": "bob", "limit": 200}),
     ],
 )
 def test_commands_become_valid_frames(line: str, frame: dict) -> None:
@@ -101,6 +111,12 @@ def test_commands_become_valid_frames(line: str, frame: dict) -> None:
         ("/history x", "not a number"),
         ("/history 0", "limit"),
         ("/history 201", "limit"),
+        ("/dmhistory", "usage: /dmhistory USER [N]"),
+        ("/dmhistory bob 5 6", "usage: /dmhistory USER [N]"),
+        ("/dmhistory b@b", "not a valid user name"),
+        ("/dmhistory bob x", "not a number"),
+        ("/dmhistory bob 0", "limit"),
+        ("/dmhistory bob 201", "limit"),
         ("/switch elsewhere", "not in #elsewhere"),
         ("/quit now", "usage: /quit"),
         ("bell \x07 rings", "control character U+0007"),
@@ -117,6 +133,7 @@ def test_without_a_current_room() -> None:
     assert frame_of("/join general", room=None) == {"type": "join", "room": "general"}
     assert frame_of("/msg bob hi", room=None)["type"] == "dm"
     assert frame_of("/rooms", room=None) == {"type": "rooms"}
+    assert frame_of("/dmhistory bob", room=None)["type"] == "dm_history"
 
 
 def test_local_actions() -> None:
@@ -225,6 +242,21 @@ def test_format_replies() -> None:
     assert fmt({"type": "login_ok", "user": "alice"}) == ["* logged in as alice"]
 
 
+def test_format_dm_history_and_resume_lines() -> None:
+    dm = {"id": 7, "from": "bob", "to": "alice", "text": "psst\x1b[2J", "ts": TS}
+    reply = {"type": "dm_history", "with": "bob", "messages": [{**dm, "type": "dm"}]}
+    live = fmt({**dm, "type": "dm"})
+    assert fmt(reply) == ["* direct messages with bob: 1 direct message", *live]
+    assert live == ["12:01:02 [dm 7] bob -> alice: psst\\x1b[2J"]
+    assert fmt({**reply, "messages": []}) == ["* direct messages with bob: 0 direct messages"]
+    record = MessageRecord(room="general", id=3, user="bob", text="hi", ts=TS)
+    assert format_record(record, UTC) == "12:01:02 #general [3] bob: hi"
+    edited = record.model_copy(update={"edited_ts": TS})
+    assert format_record(edited, UTC) == "12:01:02 #general [3] bob (edited): hi"
+    joined = Joined(room="general", members=["alice", "bob"], last_id=3, history=[record])
+    assert format_rejoined(joined) == "* rejoined #general (2 members: alice, bob)"
+
+
 def test_format_errors() -> None:
     error = {"type": "error", "code": "not_member", "message": "join it first", "ref": "c1"}
     assert fmt(error) == ["! not_member: join it first"]
@@ -320,3 +352,135 @@ def test_undecodable_argv_bytes_are_refused() -> None:
     # Python decodes argv with surrogateescape; such text cannot be sent as UTF-8.
     assert "not valid UTF-8" in error_of("caf\udce9")
     assert "not valid UTF-8" in error_of("/msg bob caf\udce9")
+
+
+# ---------------------------------------------------------------- reconnecting
+
+
+class Dice:
+    """A ``random.random`` that returns what the test says, in turn."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = itertools.cycle(values)
+
+    def __call__(self) -> float:
+        return next(self.values)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_first_retry_is_half_a_second_to_a_second() -> None:
+    assert Backoff(rand=Dice(0.0)).next_delay() == 0.5
+    assert Backoff(rand=Dice(0.5)).next_delay() == 0.75
+    assert Backoff(rand=Dice(0.999999)).next_delay() == pytest.approx(1.0)
+
+
+def test_backoff_ceiling_doubles_up_to_30_s() -> None:
+    backoff = Backoff(rand=Dice(1.0))  # always the ceiling
+    delays = [backoff.next_delay() for _ in range(10)]
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    assert Backoff().ceiling(10**6) == 30  # no overflow however long it has been down
+
+
+def test_backoff_full_jitter_stays_within_bounds() -> None:
+    backoff = Backoff()  # the real random numbers
+    for attempt in range(40):
+        delay = backoff.next_delay()
+        assert 0.5 <= delay <= min(30.0, 2.0**attempt)
+    low = Backoff(rand=Dice(0.0))
+    assert {low.next_delay() for _ in range(20)} == {0.5}  # never a tight loop
+
+
+def test_backoff_growth_restarts_only_after_a_stable_connection() -> None:
+    clock = Clock()
+    backoff = Backoff(rand=Dice(1.0), clock=clock)
+    assert [backoff.next_delay() for _ in range(4)] == [1, 2, 4, 8]
+    backoff.connected()
+    clock.now += 3  # dropped again soon after: a flapping server
+    backoff.lost()
+    assert backoff.next_delay() == 16
+    backoff.connected()
+    clock.now += 10
+    backoff.lost()
+    assert backoff.next_delay() == 1
+    backoff.lost()  # lost without having connected: no change
+    assert backoff.next_delay() == 2
+
+
+def rec(room: str, message_id: int, user: str = "bob", text: str = "x") -> SimpleNamespace:
+    return SimpleNamespace(room=room, id=message_id, user=user, text=text)
+
+
+def test_resume_state_dedupes_by_room_and_id() -> None:
+    state: ResumeState[str] = ResumeState()
+    assert state.seen("general") is None
+    state.joined("general", 3)  # shown with its history: 1..3 count as shown
+    assert state.seen("general") == 3
+    assert not state.fresh("general", 3)
+    assert state.fresh("general", 4)
+    assert not state.fresh("general", 4)
+    assert state.fresh("random", 1)  # each room its own ids
+    assert not state.fresh("random", 1)
+    state.joined("general", 2)  # a joined older than what was seen: history was replaced
+    assert state.is_reset("general", 1) and not state.is_reset("general", 2)
+    assert state.seen("general") == 2
+
+
+def test_resume_state_catch_up_pages_to_the_joined_last_id() -> None:
+    state: ResumeState[str] = ResumeState()
+    state.joined("general", 3)
+    state.hold("general")
+    assert state.holding() == ["general"]
+    assert state.held("general", "live 7") and state.held("general", "live 8")
+    assert not state.held("random", "other room")
+    assert state.rejoined("general", 6) == 3  # fetch after 3, up to 6
+    # A short page is not the end (the server shortens pages that do not fit a frame).
+    new, after = state.page("general", [rec("general", 4)])
+    assert ([r.id for r in new], after) == ([4], 4)
+    # Ids 5 was deleted; the page goes past 6 because more came meanwhile.
+    new, after = state.page("general", [rec("general", 6), rec("general", 7)])
+    assert ([r.id for r in new], after) == ([6, 7], None)
+    assert state.release("general") == ["live 7", "live 8"]
+    assert state.holding() == []
+    assert not state.fresh("general", 7)  # the held copy of 7 is a duplicate now
+    assert state.fresh("general", 8)
+    assert not state.held("general", "live 9")  # released: shown at once again
+
+
+def test_resume_state_nothing_missed_and_empty_pages() -> None:
+    state: ResumeState[str] = ResumeState()
+    state.joined("general", 5)
+    assert state.rejoined("general", 5) is None
+    assert state.rejoined("general", 9) == 5
+    assert state.page("general", []) == ([], None)  # 6..9 deleted
+    assert state.release("general") == []
+
+
+def test_resume_state_remembers_recent_dm_ids() -> None:
+    state: ResumeState[str] = ResumeState(dm_memory=3)
+    assert [state.fresh_dm(n) for n in (1, 2, 1, 3, 2)] == [True, True, False, True, False]
+    assert state.fresh_dm(4)  # forgets 1, the oldest
+    assert state.fresh_dm(1)
+    assert not state.fresh_dm(4)
+
+
+def test_unconfirmed_sends_are_matched_by_room_and_text_once_each() -> None:
+    def send(room: str, text: str) -> dict:
+        return {"type": "send", "room": room, "text": text}
+
+    sent = [
+        send("general", "hi"),
+        send("general", "hi"),
+        send("random", "hi"),
+        send("general", "x"),
+    ]
+    seen = [("general", "hi"), ("random", "other")]
+    assert unconfirmed(sent, seen) == [send("general", "hi"), send("random", "hi"), sent[3]]
+    assert unconfirmed(sent, []) == sent
+    assert unconfirmed([], seen) == []
