@@ -108,7 +108,7 @@ class Connection:
         self.held: deque[bytes] = deque()  # lines read, not handled yet
         self.pending = b""  # bytes of an unfinished TLS write
         self.in_worker = False  # a pre-login frame is being handled by a worker
-        self.readable = self.want_write = self.want_read = False
+        self.readable = self.want_write = self.want_read = self.more = False
         self.events = -1  # what is registered with epoll
         self.timer_at: float | None = None
         now = time.monotonic()
@@ -274,9 +274,9 @@ class Connection:
 
     def _read(self) -> None:
         assert self.tls is not None
-        if not (self.readable or self.want_read or self.tls.pending()):
-            return
-        self.readable = self.want_read = False
+        if not (self.readable or self.want_read or self.more):
+            return  # (epoll is level-triggered: unread bytes in the socket come back)
+        self.readable = self.want_read = self.more = False
         for _ in range(READS_PER_TURN):
             try:
                 data = self.tls.recv(READ_SIZE)
@@ -294,8 +294,9 @@ class Connection:
             except FrameTooLarge as error:
                 self.session.answer(error)
                 return
-        else:
-            self.wake()  # more may be waiting; let the other connections have a turn first
+        else:  # more may be waiting, in the socket or decrypted in OpenSSL's buffer
+            self.more = True
+            self.wake()  # let the other connections of this thread have a turn first
         now = time.monotonic()
         if self.held:
             self.last_heard = now
