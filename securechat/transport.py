@@ -656,6 +656,11 @@ class Server:
         with self._lock:
             return list(self._connections)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is left; False if some still are after ``timeout``."""
+        with self._lock:
+            return self._all_gone.wait_for(lambda: not self._connections, timeout)
+
     def shutdown(self, timeout: float = 4.0) -> None:
         """Stop accepting, tell every connection we are shutting down, flush, stop.
 
@@ -674,8 +679,7 @@ class Server:
         goodbye = error_frame("shutting_down", "the server is shutting down")
         for connection in connections:
             connection.request_close(goodbye)
-        with self._lock:
-            self._all_gone.wait_for(lambda: not self._connections, timeout)
+        self.wait_idle(timeout)
         self.workers.shutdown()
         for loop in self._loops:
             loop.stop()

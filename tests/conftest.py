@@ -3,6 +3,7 @@
 import contextlib
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,15 @@ from securechat.server import Limits, Server, durable_hub, make_server_context
 from .chatclient import ChatClient
 
 USERS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dave", "admin")}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """A bounded poll on a condition another thread makes true, where no event tells
+    (thread and descriptor counts, a gate's queue); not a guessed delay."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import socket
 import ssl
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from securechat.passwd import PasswordFile
 from securechat.server import Limits, Server, durable_hub, make_server_context
 
 from .chatclient import ChatClient, Frame
-from .conftest import USERS, run_server
+from .conftest import USERS, run_server, wait_until
 from .serverprocess import ServerProcess
 
 
@@ -61,14 +60,6 @@ class ClientFrom(ChatClient):
 
 def line(**frame: Any) -> bytes:
     return json.dumps(frame).encode() + b"\n"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """A bounded poll on a condition the server makes true (not a guessed delay)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 def connections_from(server: Server, host: str) -> int:

@@ -3,8 +3,6 @@ Session's use of them, driven by a fake clock: no sockets and no sleeping."""
 
 import json
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -12,6 +10,8 @@ from securechat.exceptions import ProtocolError
 from securechat.hub import Hub
 from securechat.limits import BcryptGate, LoginThrottle, TokenBucket
 from securechat.session import MAX_REFUSALS, Session
+
+from .conftest import wait_until
 
 PASSWORDS = {"ann": "ann-pw", "bob": "bob-pw"}
 
@@ -42,14 +42,6 @@ class Outbox:
     def take(self) -> list[dict]:
         frames, self.frames = self.frames, []
         return frames
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """A bounded poll on a condition another thread makes true (not a guessed delay)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.001)
 
 
 # --- TokenBucket --------------------------------------------------------------------------

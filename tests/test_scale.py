@@ -19,7 +19,7 @@ import bcrypt
 
 from securechat.server import Limits
 
-from .conftest import run_server
+from .conftest import run_server, wait_until
 
 CLIENTS = 500
 ROOMS = 20
@@ -168,10 +168,8 @@ def test_500_clients_in_20_rooms(certs, tmp_path):
 
         # The server lets go of every thread and descriptor (a bounded poll: the last
         # connection threads may still be closing their sockets).
-        deadline = time.monotonic() + 10
-        while resources() != baseline or server.connections():
-            assert time.monotonic() < deadline, (resources(), baseline)
-            time.sleep(0.02)
+        assert server.wait_idle(10), server.connections()
+        wait_until(lambda: resources() == baseline)  # login workers exit when idle
         assert server.hub.online_users() == []
         settled = resources()
     print(f"scale: {CLIENTS} clients in {elapsed:.1f} s; threads/fds {baseline} -> {peak} "
