@@ -21,11 +21,18 @@ class ChatClient:
         *,
         timeout: float = 10.0,
         rcvbuf: int | None = None,
+        source: str | None = None,
+        cert: Path | None = None,
     ) -> None:
+        """``source``: the local address to connect from; ``cert``: a client certificate."""
         context = ssl.create_default_context(cafile=str(cafile))
+        if cert is not None:
+            context.load_cert_chain(str(cert))
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the TCP window stays small
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            raw.bind((source, 0))
         raw.settimeout(timeout)
         raw.connect(address)
         self.sock = context.wrap_socket(raw, server_hostname="localhost")

@@ -14,7 +14,6 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,16 +45,7 @@ class ClientFrom(ChatClient):
         cert: Path | None = None,
         timeout: float = 10.0,
     ) -> None:
-        context = ssl.create_default_context(cafile=str(cafile))
-        if cert is not None:
-            context.load_cert_chain(str(cert))
-        raw = socket.create_connection(address, timeout=timeout, source_address=(source, 0))
-        self.sock = context.wrap_socket(raw, server_hostname="localhost")
-        self.timeout = timeout
-        self._buffer = b""
-        self.backlog: deque[Frame] = deque()
-        self.closed = False
-        self.last_ref = ""
+        super().__init__(address, cafile, timeout=timeout, source=source, cert=cert)
 
 
 def line(**frame: Any) -> bytes:
