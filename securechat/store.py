@@ -380,11 +380,12 @@ class GroupCommitter:
             if writes:
                 try:
                     self.store.write(writes)
-                except Exception:  # nothing of this batch was acknowledged
+                except Exception:  # nothing of this batch is acknowledged
                     log.exception("commit of %d writes failed; not acknowledged", len(writes))
-                    continue
-                self.commits += 1
-                self.writes += len(writes)
+                    jobs = [job for job in jobs if job[0] is None]  # barriers still pass
+                else:
+                    self.commits += 1
+                    self.writes += len(writes)
             for _, then in jobs:
                 if then is not None:
                     try:

@@ -101,3 +101,17 @@ def test_store_bench_runs(capsys):
     assert store_bench(["--seconds", "0.2", "--rooms", "2", "--messages", "2000"]) == 0
     out = capsys.readouterr().out
     assert "msg/s acknowledged" in out and "hub open" in out
+
+
+def test_a_failed_commit_acknowledges_nothing_but_barriers_pass(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    store.write([AddMessage("lobby", message(1))])
+    committer = GroupCommitter(store)
+    acked: list[int] = []
+    passed = threading.Event()
+    committer.submit(AddMessage("lobby", message(1)), lambda: acked.append(1))  # duplicate id
+    committer.submit(None, passed.set)
+    assert passed.wait(10)
+    assert acked == []
+    committer.close()
+    store.close()
