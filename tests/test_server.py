@@ -31,6 +31,7 @@ def test_welcome_then_login(connect):
     assert client.recv() == {"type": "login_ok", "user": "alice", "ref": "l1"}
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_below_1_2_is_refused(server, certs):
     context = ssl.create_default_context(cafile=str(certs.ca_cert))
     context.maximum_version = ssl.TLSVersion.TLSv1_1
