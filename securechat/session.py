@@ -59,6 +59,7 @@ class Session:
         send: Callable[[bytes], None],
         authenticate: Callable[[str, str], bool],
         *,
+        send_last: Callable[[bytes], None] | None = None,
         address: str = "",
         cert_user: str | None = None,
         throttle: LoginThrottle | None = None,
@@ -70,6 +71,7 @@ class Session:
     ) -> None:
         self.hub = hub
         self._send = send
+        self._send_last = send_last or send  # the transport's: nothing is queued after it
         self._authenticate = authenticate
         self.address = address
         self.cert_user = cert_user  # the user named by a verified client certificate
@@ -85,7 +87,7 @@ class Session:
         self.logged_in = False
         self.login_failures = 0
         self.closing = False
-        self._lock = threading.RLock()  # orders deliveries against the last frame
+        self._lock = threading.Lock()  # one last frame, however many threads end us
         self.doomed = False  # a fatal error is on its way: read nothing more
         self._pending = 0  # writes (and errors queued behind them) not yet delivered
         self._held: deque[AnyClientFrame] = deque()  # requests waiting for those
@@ -98,18 +100,20 @@ class Session:
         """Queue an encoded frame for this connection (the hub's ``Member`` interface).
 
         Once the session is closing (after ``bye`` or a fatal error) nothing more is
-        queued, so that frame stays the last one the client gets.
+        queued. This check is the cheap, unlocked one on the hot path; a frame that
+        slips past it while another thread ends the session is dropped by the
+        transport's ``send_last``, which seals the queue under the queue's own lock.
         """
-        with self._lock:
-            if not self.closing:
-                self._send(data)
+        if not self.closing:
+            self._send(data)
 
     def _last(self, data: bytes) -> None:
         """Send ``data`` as the last frame: nothing is queued after it."""
         with self._lock:
-            if not self.closing:
-                self.closing = True
-                self._send(data)
+            if self.closing:
+                return
+            self.closing = True
+        self._send_last(data)
 
     def fail(self, error: ProtocolError) -> None:
         """Report ``error`` to the client; close afterwards if it is fatal."""

@@ -98,7 +98,8 @@ class Connection:
         self._close_reason: bytes | None = None
         self.busy = False  # over a connection limit: say server_busy and close
         self.session = Session(
-            server.hub, self.deliver, server.check_password, address=address[0],
+            server.hub, self.deliver, server.check_password, send_last=self.send_last,
+            address=address[0],
             throttle=server.throttle, wake=self.wake,
             bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
         )  # fmt: skip
@@ -136,6 +137,15 @@ class Connection:
                 self._queue.append(data)
                 self._queued_bytes += len(data)
             self._mark()
+
+    def send_last(self, data: bytes) -> None:
+        """Queue ``data`` as the last frame: later deliveries are dropped."""
+        with self._lock:
+            if not self._done and not self._sealed:
+                self._queue.append(data)
+                self._queued_bytes += len(data)
+                self._sealed = True
+                self._mark()
 
     def request_close(self, final_frame: bytes) -> None:
         """Ask the I/O thread to send ``final_frame``, flush and close (e.g. shutdown)."""
@@ -241,11 +251,8 @@ class Connection:
             self._send_best_effort(SLOW_CONSUMER)
             raise _Closed
         if reason is not None and not session.closing:
-            with self._lock:
-                self._queue.append(reason)
-                self._queued_bytes += len(reason)
-                self._sealed = True
             session.closing = True
+            self.send_last(reason)
         session.resume()
         if not self.held and not self.in_worker and not session.closing and not session.doomed:
             self._read()
