@@ -205,12 +205,12 @@ class Session:
         hub, ref = self.hub, frame.ref
         if isinstance(frame, Ping):
             self.deliver(ServerPong(ref=ref).encode())
-        elif isinstance(frame, Pong):
-            pass
         elif isinstance(frame, Login):
             self._login(frame)
-        elif not self.logged_in:
+        elif not self.logged_in:  # the contract: only ping is answered before login
             raise ProtocolError("auth_required", "log in first")
+        elif isinstance(frame, Pong):
+            pass
         elif isinstance(frame, Join):
             hub.join(self, frame.room, ref)
         elif isinstance(frame, Leave):

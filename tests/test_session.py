@@ -88,10 +88,12 @@ def test_ping_before_login(hub: Hub) -> None:
     assert not session.closing
 
 
-def test_pong_before_login_is_silent(hub: Hub) -> None:
+def test_pong_before_login_needs_auth(hub: Hub) -> None:
+    # PROTOCOL.md: before login only ping is answered; any other valid frame is
+    # auth_required (the server pings only logged-in clients).
     session, outbox = open_session(hub)
-    send(session, {"type": "pong"})
-    assert outbox.take() == []
+    send(session, {"type": "pong", "ref": "p"})
+    error(outbox, "auth_required", "p")
     assert not session.closing
 
 
