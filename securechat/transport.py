@@ -23,6 +23,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import select
 import socket
@@ -354,7 +355,9 @@ class Connection:
         if self.state in ("handshake", "closing", "linger"):
             return self.deadline
         if not self.session.logged_in:
-            when = self.deadline
+            # A login a worker is checking ends with a wake-up; past the deadline, a
+            # timer would only spin the loop until then (seen in a login storm).
+            when = math.inf if self.in_worker else self.deadline
         else:
             when = self.last_heard + (limits.idle_drop if self.pinged else limits.idle_ping)
         if self.partial_since is not None:
