@@ -211,20 +211,28 @@ class SqliteStore:
             yield self._reader
 
     def write(self, writes: list[Write]) -> None:
+        # New messages go in with one executemany per run of them, and each room's
+        # counter is raised once per transaction: the commit thread's hot path.
+        new_rows: list[tuple[str, int, str, str, str]] = []
+        last_ids: dict[str, int] = {}
+
+        def insert_new_rows() -> None:
+            conn.executemany(
+                "INSERT INTO messages (room, id, user, text, ts) VALUES (?,?,?,?,?)", new_rows
+            )
+            new_rows.clear()
+
         with self._write_lock, self._transaction(self._writer):
             conn = self._writer
             for w in writes:
+                if isinstance(w, AddMessage):
+                    m = w.message
+                    new_rows.append((w.room, m.id, m.user, m.text, m.ts))
+                    last_ids[w.room] = max(last_ids.get(w.room, 0), m.id)
+                    continue
+                if new_rows:  # keep the order of the writes
+                    insert_new_rows()
                 match w:
-                    case AddMessage(room, m):
-                        conn.execute(
-                            "INSERT INTO messages (room, id, user, text, ts) VALUES (?,?,?,?,?)",
-                            (room, m.id, m.user, m.text, m.ts),
-                        )
-                        conn.execute(
-                            "INSERT INTO rooms (name, last_id) VALUES (?, ?) ON CONFLICT(name) "
-                            "DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                            (room, m.id),
-                        )
                     case EditMessage(room, message_id, text, edited_ts):
                         conn.execute(
                             "UPDATE messages SET text = ?, edited_ts = ? WHERE room = ? AND id = ?",
@@ -246,6 +254,13 @@ class SqliteStore:
                             " DO UPDATE SET last_id = max(last_id, excluded.last_id)",
                             (user, last_id),
                         )
+            if new_rows:
+                insert_new_rows()
+            conn.executemany(
+                "INSERT INTO rooms (name, last_id) VALUES (?, ?) ON CONFLICT(name) "
+                "DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                last_ids.items(),
+            )
 
     def room_counters(self) -> dict[str, int]:
         with self._read() as conn:
