@@ -94,6 +94,7 @@ class Connection:
         self._lock = threading.Lock()
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
+        self._max_frames, self._max_bytes = self.limits.queue_frames, self.limits.queue_bytes
         self._marked = False
         self._overflow = self._sealed = self._done = False
         self._close_reason: bytes | None = None
@@ -125,19 +126,22 @@ class Connection:
     # -- called from any thread
 
     def deliver(self, data: bytes) -> None:
-        """Queue one encoded frame; never blocks. Past the bound: slow consumer."""
+        """Queue one encoded frame; never blocks. Past the bound: slow consumer.
+
+        The hot path of every broadcast (once per member): one lock, no calls.
+        """
         with self._lock:
             if self._done or self._overflow or self._sealed:
                 return
-            if (
-                len(self._queue) >= self.limits.queue_frames
-                or self._queued_bytes + len(data) > self.limits.queue_bytes
-            ):
+            size = self._queued_bytes + len(data)
+            if len(self._queue) >= self._max_frames or size > self._max_bytes:
                 self._overflow = True
             else:
                 self._queue.append(data)
-                self._queued_bytes += len(data)
-            self._mark()
+                self._queued_bytes = size
+            if not self._marked:
+                self._marked = True
+                self.loop.mark(self)
 
     def send_last(self, data: bytes) -> None:
         """Queue ``data`` as the last frame: later deliveries are dropped."""
