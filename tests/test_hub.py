@@ -21,41 +21,11 @@ from securechat.exceptions import ProtocolError
 from securechat.hub import JOIN_HISTORY, RECENT_CACHE, Hub
 from securechat.store import SqliteStore
 
+from .outbox import FakeMember
+
 USERS = {"ann", "bob", "cid", "dee", "root"}
+
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-class FakeMember:
-    """A logged-in connection as the hub sees it; records what it is given."""
-
-    def __init__(self, user: str) -> None:
-        self.user = user
-        self.rooms: set[str] = set()
-        self.raw: list[bytes] = []
-        self.frames: list[dict] = []
-
-    def __repr__(self) -> str:
-        return f"<FakeMember {self.user} {sorted(self.rooms)}>"
-
-    def deliver(self, data: bytes) -> None:
-        assert isinstance(data, bytes)
-        assert data.endswith(b"\n")
-        assert data.count(b"\n") == 1
-        self.raw.append(data)
-        self.frames.append(json.loads(data))
-
-    def take(self) -> list[dict]:
-        """The frames received since the last call."""
-        frames, self.frames = self.frames, []
-        return frames
-
-    def only(self, type_: str | None = None) -> dict:
-        """The one frame received since the last call (of the given type)."""
-        frames = self.take()
-        assert len(frames) == 1, frames
-        if type_ is not None:
-            assert frames[0]["type"] == type_, frames[0]
-        return frames[0]
 
 
 def make_clock():

@@ -12,6 +12,7 @@ from securechat.limits import BcryptGate, LoginThrottle, TokenBucket
 from securechat.session import MAX_REFUSALS, Session
 
 from .conftest import wait_until
+from .outbox import Outbox
 
 PASSWORDS = {"ann": "ann-pw", "bob": "bob-pw"}
 
@@ -27,21 +28,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class Outbox:
-    """The ``send`` callable of a session: the frames it was given, decoded."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict] = []
-
-    def __call__(self, data: bytes) -> None:
-        assert data.endswith(b"\n") and data.count(b"\n") == 1
-        self.frames.append(json.loads(data))
-
-    def take(self) -> list[dict]:
-        frames, self.frames = self.frames, []
-        return frames
 
 
 # --- TokenBucket --------------------------------------------------------------------------

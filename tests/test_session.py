@@ -7,32 +7,9 @@ import pytest
 from securechat.hub import Hub
 from securechat.session import AUTH_FAILED_MESSAGE, MAX_LOGIN_FAILURES, Session
 
+from .outbox import Outbox
+
 PASSWORDS = {"ann": "ann-pw", "bob": "bob-pw", "root": "root-pw"}
-
-
-class Outbox:
-    """The ``send`` callable of a session: records every frame it is given."""
-
-    def __init__(self) -> None:
-        self.raw: list[bytes] = []
-        self.frames: list[dict] = []
-
-    def __call__(self, data: bytes) -> None:
-        assert data.endswith(b"\n")
-        assert data.count(b"\n") == 1
-        self.raw.append(data)
-        self.frames.append(json.loads(data))
-
-    def take(self) -> list[dict]:
-        frames, self.frames = self.frames, []
-        return frames
-
-    def only(self, type_: str | None = None) -> dict:
-        frames = self.take()
-        assert len(frames) == 1, frames
-        if type_ is not None:
-            assert frames[0]["type"] == type_, frames[0]
-        return frames[0]
 
 
 class FakeAuth:
