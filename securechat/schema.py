@@ -40,6 +40,15 @@ NOTES = """\
   Deleted messages are left out; their ids are never reused.
 - `history.after` may be `0` (from the first message); `before` and `after`
   together are `bad_frame`.
+- No server frame is longer than the frame limit: `joined`, `history` and `dm_history`
+  carry as many messages as fit, so a page may be shorter than `limit` although more
+  messages exist (keep paging with `before`/`after`; `joined.last_id` tells the newest).
+- Replies come in the order of the requests. Writes (`send`, `edit`, `delete`, `dm`)
+  are answered after their commit and may be pipelined; other requests wait for them.
+- Before login only `ping` is answered; every other valid frame but `login` is
+  `auth_required`.
+- `login` without `password`: accepted only when the server was started with
+  `--client-ca` and the client's verified certificate has this user's name as its CN.
 - A second `login` on a logged-in connection is `bad_frame`.
 - Frames after `bye`, `shutting_down` or any error that closes the connection are
   never sent: that frame is the last one.
