@@ -49,7 +49,6 @@ READS_PER_TURN = 16  # then let the other connections of the thread have a turn
 WRITE_CHUNK = 256 * 1024
 LINGER_SECONDS = 1.0
 SLOW_CONSUMER = error_frame("slow_consumer", "you are not reading fast enough; disconnecting")
-SERVER_BUSY = error_frame("server_busy", "too many connections; try again later")
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
 
