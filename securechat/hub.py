@@ -87,6 +87,12 @@ def record(room: str, message: StoredMessage) -> MessageRecord:
     )  # fmt: skip
 
 
+def encoded(frame: ServerFrame, ref: str | None) -> tuple[bytes, bytes]:
+    """The frame for everyone (encoded once), and the requester's copy with its ``ref``."""
+    data = frame.encode()
+    return data, frame.model_copy(update={"ref": ref}).encode() if ref else data
+
+
 def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
     return DirectMessage(
         id=dm.id, from_=dm.sender, to=dm.recipient, text=dm.text, ts=dm.ts, ref=ref
@@ -235,13 +241,15 @@ class Hub:
                                    upto=room.last_id)  # fmt: skip
         return [record(room.name, m) for m in live[-limit:]]
 
-    def _find(self, room: Room, message_id: int) -> StoredMessage | None:
-        """The live message with this id, or None (under the room lock)."""
-        if not 1 <= message_id <= room.last_id or message_id in room.deleting:
-            return None
-        self._load(room)
-        message = room.cached(message_id) or self.store.message(room.name, message_id)
-        return None if message is None or message.deleted else message
+    def _live(self, room: Room, message_id: int) -> StoredMessage:
+        """The live message with this id, else ``not_found`` (under the room lock)."""
+        message = None
+        if 1 <= message_id <= room.last_id and message_id not in room.deleting:
+            self._load(room)
+            message = room.cached(message_id) or self.store.message(room.name, message_id)
+        if message is None or message.deleted:
+            raise ProtocolError("not_found", f"no message {message_id} in room {room.name!r}")
+        return message
 
     def join(self, member: Member, name: str, ref: str | None) -> None:
         while True:
@@ -294,15 +302,13 @@ class Hub:
                 room.recent.append(message)
             frame = Message(room=room.name, id=message.id, user=message.user, text=message.text,
                             ts=message.ts)  # fmt: skip
-            own = frame.model_copy(update={"ref": ref}).encode() if ref else b""
-            room.broadcast(frame.encode(), sender=sender, own=own)
+            data, own = encoded(frame, ref)
+            room.broadcast(data, sender=sender, own=own)
 
     def edit(self, member: Member, name: str, message_id: int, text: str, ref: str | None) -> None:
         room = self._joined_room(member, name)
         with room.lock:
-            message = self._find(room, message_id)
-            if message is None:
-                raise ProtocolError("not_found", f"no message {message_id} in room {name!r}")
+            message = self._live(room, message_id)
             if message.user != member.user:
                 raise ProtocolError("forbidden", "only the author may edit a message")
             frame = Edited(room=name, id=message_id, user=member.user, text=text,
@@ -314,15 +320,13 @@ class Hub:
         with room.lock:
             if cached := room.cached(frame.id):
                 cached.text, cached.edited_ts = frame.text, frame.ts
-            own = frame.model_copy(update={"ref": ref}).encode() if ref else b""
-            room.broadcast(frame.encode(), sender=sender, own=own)
+            data, own = encoded(frame, ref)
+            room.broadcast(data, sender=sender, own=own)
 
     def delete(self, member: Member, name: str, message_id: int, ref: str | None) -> None:
         room = self._joined_room(member, name)
         with room.lock:
-            message = self._find(room, message_id)
-            if message is None:
-                raise ProtocolError("not_found", f"no message {message_id} in room {name!r}")
+            message = self._live(room, message_id)
             if message.user != member.user and member.user not in self.admins:
                 raise ProtocolError("forbidden", "only the author or an admin may delete a message")
             room.deleting.add(message_id)
@@ -335,8 +339,8 @@ class Hub:
             if cached := room.cached(frame.id):
                 cached.deleted, cached.text = True, ""
             room.deleting.discard(frame.id)
-            own = frame.model_copy(update={"ref": ref}).encode() if ref else b""
-            room.broadcast(frame.encode(), sender=sender, own=own)
+            data, own = encoded(frame, ref)
+            room.broadcast(data, sender=sender, own=own)
 
     def history(
         self,
@@ -386,9 +390,7 @@ class Hub:
 
     def _dm_sent(self, dm: DmRecord, sender: Member, ref: str | None) -> None:
         with self._lock:
-            frame = dm_frame(dm)
-            data = frame.encode()
-            own = frame.model_copy(update={"ref": ref}).encode() if ref else data
+            data, own = encoded(dm_frame(dm), ref)
             recipients = self._users.get(dm.recipient, set())
             for conn in recipients | self._users.get(dm.sender, set()):
                 conn.deliver(own if conn is sender else data)
