@@ -2,8 +2,10 @@
 
 Pure code: no sockets and no threads of its own. The transport calls it from each
 connection's thread; a *member* is anything with a ``user``, the set of ``rooms``
-it has joined, and a non-blocking ``deliver(bytes)`` that puts an encoded frame on
-that connection's outgoing queue.
+it has joined, and a :class:`~securechat.mailbox.Mailbox` for its outgoing frames.
+A room broadcasts by appending the encoded frame once to its
+:class:`~securechat.mailbox.Feed`, which every member's mailbox follows; replies go
+to the one mailbox with ``push``.
 
 Durability: every message, edit, deletion and direct message is handed to the
 *committer* (see :mod:`securechat.store`) with a callback; the frames go out from
@@ -14,10 +16,10 @@ a crash could lose. A room tracks two counters: ``next_id`` (assigned) and
 Locking: the hub's lock guards the room table, the user table and the direct
 message counter; each :class:`Room` has its own lock, which covers assigning a
 message id, submitting the write, and (in the callback) delivering the frame to
-every member, so all members see a room's events in one order. Both are re-entrant
-because an inline committer runs the callback in the submitting thread. No socket
-write happens under either lock (``deliver`` only enqueues). Lock order is always
-room, then hub.
+every member (one append to its feed), so all members see a room's events in one
+order. Both are re-entrant because an inline committer runs the callback in the
+submitting thread. No socket write happens under either lock (mailboxes only
+queue). Lock order is always room, then hub, then mailbox.
 """
 
 import threading
@@ -45,6 +47,7 @@ from .frames import (
     timestamp,
 )
 from .framing import DEFAULT_FRAME_LIMIT
+from .mailbox import Feed, Mailbox
 from .store import (
     AddDm,
     AddMessage,
@@ -69,9 +72,7 @@ class Member(Protocol):
 
     user: str
     rooms: set[str]
-
-    def deliver(self, data: bytes) -> None:
-        """Queue one encoded frame for sending; must not block."""
+    mailbox: Mailbox
 
 
 class Committer(Protocol):
@@ -100,12 +101,13 @@ def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
 
 
 class Room:
-    """A named room: its lock, members, message counters and recent messages."""
+    """A named room: its lock, members, feed, message counters and recent messages."""
 
     def __init__(self, name: str, last_id: int = 0) -> None:
         self.name = name
         self.lock = threading.RLock()
         self.members: dict[str, set[Member]] = {}
+        self.feed = Feed()  # what every member gets, appended once
         self.next_id = last_id  # last id assigned
         self.last_id = last_id  # last id committed and delivered
         self.recent: deque[StoredMessage] = deque(maxlen=RECENT_CACHE)
@@ -116,13 +118,11 @@ class Room:
     def broadcast(self, data: bytes, *, sender: Member | None = None, own: bytes = b"") -> None:
         """Deliver ``data`` to every member; ``sender`` gets ``own`` instead (its ``ref``).
 
-        The hot path of a busy room: one call per member connection, nothing else.
+        The hot path of a busy room: one append, whatever the number of members.
         """
-        if not own:
-            sender = None
-        for conns in self.members.values():
-            for member in conns:
-                member.deliver(own if member is sender else data)
+        if own and sender is not None:
+            sender.mailbox.stand_in(self.feed, own)
+        self.feed.append(data)
 
     def cached(self, message_id: int) -> StoredMessage | None:
         """The message with this id if it is in the recent cache."""
@@ -174,7 +174,7 @@ class Hub:
                 return
             missed = self.store.dms_after(member.user, self._dm_markers.get(member.user, 0))
             for dm in missed:
-                member.deliver(dm_frame(dm).encode())
+                member.mailbox.push(dm_frame(dm).encode())
             if missed:
                 self._mark_delivered(member.user, missed[-1].id)
 
@@ -265,9 +265,10 @@ class Hub:
                     room.broadcast(presence.encode())
                 conns.add(member)
                 member.rooms.add(name)
+                member.mailbox.follow(room.feed)
                 joined = partial(Joined, room=name, members=sorted(room.members),
                                  last_id=room.last_id, ref=ref)  # fmt: skip
-                member.deliver(self._fitted(
+                member.mailbox.push(self._fitted(
                     lambda items, joined=joined: joined(history=items),
                     self._latest(room, JOIN_HISTORY), keep_newest=True,
                 ))  # fmt: skip
@@ -277,6 +278,7 @@ class Hub:
         room = self._joined_room(member, name)
         with room.lock:
             member.rooms.discard(name)
+            member.mailbox.unfollow(room.feed)
             conns = room.members.get(member.user, set())
             conns.discard(member)
             if not conns:
@@ -284,7 +286,7 @@ class Hub:
                 presence = Presence(room=name, user=member.user, event="leave", ts=self._clock())
                 room.broadcast(presence.encode())
             if reply:
-                member.deliver(Left(room=name, ref=ref).encode())
+                member.mailbox.push(Left(room=name, ref=ref).encode())
             self._drop_if_unused(room)
 
     def send(self, member: Member, name: str, text: str, ref: str | None) -> None:
@@ -357,7 +359,7 @@ class Hub:
             upto = room.last_id
         page = self.store.page(name, before=before, after=after, limit=limit, upto=upto)
         messages = [record(name, m) for m in page]
-        member.deliver(self._fitted(
+        member.mailbox.push(self._fitted(
             lambda items: HistoryReply(room=name, messages=items, ref=ref),
             messages, keep_newest=after is None,
         ))  # fmt: skip
@@ -366,7 +368,7 @@ class Hub:
         room = self._joined_room(member, name)
         with room.lock:
             users = sorted(room.members)
-        member.deliver(MembersReply(room=name, members=users, ref=ref).encode())
+        member.mailbox.push(MembersReply(room=name, members=users, ref=ref).encode())
 
     def rooms(self, member: Member, ref: str | None) -> None:
         with self._lock:
@@ -376,7 +378,7 @@ class Hub:
             with room.lock:
                 if not room.closed:
                     infos.append(RoomInfo(name=name, members=len(room.members)))
-        member.deliver(RoomsReply(rooms=infos, ref=ref).encode())
+        member.mailbox.push(RoomsReply(rooms=infos, ref=ref).encode())
 
     # -- direct messages
 
@@ -393,7 +395,7 @@ class Hub:
             data, own = encoded(dm_frame(dm), ref)
             recipients = self._users.get(dm.recipient, set())
             for conn in recipients | self._users.get(dm.sender, set()):
-                conn.deliver(own if conn is sender else data)
+                conn.mailbox.push(own if conn is sender else data)
             if recipients:
                 self._mark_delivered(dm.recipient, dm.id)
 
@@ -402,7 +404,7 @@ class Hub:
     ) -> None:
         page = self.store.dm_page(member.user, other, before=before, limit=limit)
         messages = [dm_frame(dm) for dm in page]
-        member.deliver(self._fitted(
+        member.mailbox.push(self._fitted(
             lambda items: DmHistoryReply(with_=other, messages=items, ref=ref),
             messages, keep_newest=True,
         ))  # fmt: skip

@@ -2,10 +2,10 @@
 
 A :class:`Session` takes the lines a client sent (already split by
 :class:`~securechat.framing.LineReader`), validates them into frames and turns them
-into hub calls; everything it has to say goes out through the ``send`` callable
-the transport gave it. It is the one place where a :exc:`ProtocolError` becomes an
-``error`` frame. The transport reads :attr:`Session.closing` to know when to stop
-reading, flush and close.
+into hub calls; everything it has to say goes to the connection's
+:class:`~securechat.mailbox.Mailbox` (the transport's connection is one). It is
+the one place where a :exc:`ProtocolError` becomes an ``error`` frame. The
+transport reads :attr:`Session.closing` to know when to stop reading, flush and close.
 """
 
 import logging
@@ -41,6 +41,7 @@ from .frames import (
 )
 from .hub import Hub
 from .limits import LoginThrottle, TokenBucket
+from .mailbox import Mailbox
 
 log = logging.getLogger("securechat.session")
 
@@ -56,10 +57,9 @@ class Session:
     def __init__(
         self,
         hub: Hub,
-        send: Callable[[bytes], None],
+        mailbox: Mailbox,
         authenticate: Callable[[str, str], bool],
         *,
-        send_last: Callable[[bytes], None] | None = None,
         address: str = "",
         cert_user: str | None = None,
         throttle: LoginThrottle | None = None,
@@ -70,8 +70,7 @@ class Session:
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.hub = hub
-        self._send = send
-        self._send_last = send_last or send  # the transport's: nothing is queued after it
+        self.mailbox = mailbox
         self._authenticate = authenticate
         self.address = address
         self.cert_user = cert_user  # the user named by a verified client certificate
@@ -97,15 +96,15 @@ class Session:
         return f"<Session user={self.user or '-'} rooms={sorted(self.rooms)}>"
 
     def deliver(self, data: bytes) -> None:
-        """Queue an encoded frame for this connection (the hub's ``Member`` interface).
+        """Queue an encoded frame for this connection.
 
         Once the session is closing (after ``bye`` or a fatal error) nothing more is
-        queued. This check is the cheap, unlocked one on the hot path; a frame that
-        slips past it while another thread ends the session is dropped by the
-        transport's ``send_last``, which seals the queue under the queue's own lock.
+        queued. This check is the cheap, unlocked one; a frame that slips past it while
+        another thread ends the session is dropped by the mailbox, sealed under its
+        own lock by ``push_last``.
         """
         if not self.closing:
-            self._send(data)
+            self.mailbox.push(data)
 
     def _last(self, data: bytes) -> None:
         """Send ``data`` as the last frame: nothing is queued after it."""
@@ -113,7 +112,7 @@ class Session:
             if self.closing:
                 return
             self.closing = True
-        self._send_last(data)
+        self.mailbox.push_last(data)
 
     def fail(self, error: ProtocolError) -> None:
         """Report ``error`` to the client; close afterwards if it is fatal."""

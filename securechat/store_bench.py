@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .frames import timestamp
 from .hub import Hub
+from .mailbox import Mailbox
 from .store import AddMessage, GroupCommitter, SqliteStore, StoredMessage
 
 
@@ -82,9 +83,7 @@ def restart(path: Path, *, messages: int, rooms: int) -> float:
     class Probe:
         user = "probe"
         rooms: set[str] = set()
-
-        def deliver(self, data: bytes) -> None:
-            self.last = data
+        mailbox = Mailbox()
 
     hub.join(Probe(), "room0", None)
     first_join = time.perf_counter() - start - opened

@@ -6,11 +6,14 @@ over many non-blocking connections. A connection belongs to one I/O thread for i
 whole life, and only that thread touches its TLS object (handshake, reads, writes,
 close), so OpenSSL never sees two threads on one connection (STYLE.md).
 
-Other threads reach a connection only through :meth:`Connection.deliver` (append to a
-bounded queue, then mark the connection for its I/O thread, which is woken through
-one ``eventfd`` per I/O thread, not per frame) and :meth:`Connection.request_close`.
-A broadcast to 100 members therefore costs 100 appends and at most one wake-up per
-I/O thread, and each member's writer sends everything it is behind in one TLS write.
+Other threads reach a connection only through its
+:class:`~securechat.mailbox.Mailbox` (a bounded queue of its own frames plus a cursor
+into the feed of each of its rooms; a new frame marks the connection for its I/O
+thread, which is woken through one ``eventfd`` per I/O thread, not per frame) and
+:meth:`Connection.request_close`. A broadcast to a room of 100 therefore costs one
+append to the room's feed and at most one wake-up per I/O thread (the thread is the
+feed's :class:`~securechat.mailbox.Listener`); each member's writer then sends
+everything it is behind in one TLS write.
 
 Work that may block runs elsewhere: frames of a connection that has not logged in
 yet (bcrypt) go to a small worker pool, and writes wait for the store's commit
@@ -40,6 +43,7 @@ from .frames import ServerPing, Welcome, error_frame
 from .framing import DEFAULT_FRAME_LIMIT, LineReader
 from .hub import Hub
 from .limits import BcryptGate, LoginThrottle, TokenBucket
+from .mailbox import Feed, Mailbox
 from .session import Session
 
 log = logging.getLogger("securechat.server")
@@ -78,28 +82,29 @@ class _Closed(Exception):
     """The connection is over (EOF, reset, timeout); nothing more to say."""
 
 
-class Connection:
-    """One client connection; its I/O thread calls :meth:`step` whenever it may advance."""
+class Connection(Mailbox):
+    """One client connection; its I/O thread calls :meth:`step` whenever it may advance.
+
+    It is its session's mailbox: the hub queues frames on it from any thread.
+    """
 
     def __init__(
         self, server: "Server", loop: "IOThread", sock: socket.socket, address: tuple[str, int]
     ) -> None:
-        self.server, self.loop, self.limits = server, loop, server.limits
+        limits = server.limits
+        super().__init__(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes,
+                         listener=loop)  # fmt: skip
+        self.server, self.loop, self.limits = server, loop, limits
         self.address = address
         self.raw = sock
         self.fd = sock.fileno()
         self.tls: ssl.SSLSocket | None = None
-        # Shared with other threads, under _lock (never held during I/O).
-        self._lock = threading.Lock()
-        self._queue: deque[bytes] = deque()
-        self._queued_bytes = 0
-        self._max_frames, self._max_bytes = self.limits.queue_frames, self.limits.queue_bytes
+        # Shared with other threads, under the mailbox's lock (never held during I/O).
         self._marked = False
-        self._overflow = self._sealed = self._done = False
         self._close_reason: bytes | None = None
         self.busy = False  # over a connection limit: say server_busy and close
         self.session = Session(
-            server.hub, self.deliver, server.check_password, send_last=self.send_last,
+            server.hub, self, server.check_password,
             address=address[0],
             throttle=server.throttle, wake=self.wake,
             bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
@@ -124,67 +129,30 @@ class Connection:
 
     # -- called from any thread
 
-    def deliver(self, data: bytes) -> None:
-        """Queue one encoded frame; never blocks. Past the bound: slow consumer.
-
-        The hot path of every broadcast (once per member): one lock, no calls.
-        """
-        with self._lock:
-            if self._done or self._overflow or self._sealed:
-                return
-            size = self._queued_bytes + len(data)
-            if len(self._queue) >= self._max_frames or size > self._max_bytes:
-                self._overflow = True
-            else:
-                self._queue.append(data)
-                self._queued_bytes = size
-            if not self._marked:
-                self._marked = True
-                self.loop.mark(self)
-
-    def send_last(self, data: bytes) -> None:
-        """Queue ``data`` as the last frame: later deliveries are dropped."""
-        with self._lock:
-            if not self._done and not self._sealed:
-                self._queue.append(data)
-                self._queued_bytes += len(data)
-                self._sealed = True
-                self._mark()
-
-    def request_close(self, final_frame: bytes) -> None:
-        """Ask the I/O thread to send ``final_frame``, flush and close (e.g. shutdown)."""
-        with self._lock:
-            if not self._done:
-                self._close_reason = final_frame
-                self._mark()
-
-    def wake(self) -> None:
-        """Have the I/O thread look at this connection again (e.g. a commit is done)."""
-        with self._lock:
-            if not self._done:
-                self._mark()
-
-    def _mark(self) -> None:
+    def ready(self) -> None:
+        """(The mailbox's hook, under its lock.) Have the I/O thread look at us."""
         if not self._marked:
             self._marked = True
             self.loop.mark(self)
 
+    def request_close(self, final_frame: bytes) -> None:
+        """Ask the I/O thread to send ``final_frame``, flush and close (e.g. shutdown)."""
+        with self.lock:
+            if not self.done:
+                self._close_reason = final_frame
+                self.ready()
+
+    def wake(self) -> None:
+        """Have the I/O thread look at this connection again (e.g. a commit is done)."""
+        with self.lock:
+            if not self.done:
+                self.ready()
+
     # -- the I/O thread
 
     def unmark(self) -> None:
-        with self._lock:
+        with self.lock:
             self._marked = False
-
-    def _take(self) -> bytes:
-        with self._lock:
-            parts: list[bytes] = []
-            size = 0
-            while self._queue and size < WRITE_CHUNK:
-                part = self._queue.popleft()
-                parts.append(part)
-                size += len(part)
-            self._queued_bytes -= size
-            return b"".join(parts)
 
     def step(self) -> None:
         """Advance as far as possible without blocking; then wait for epoll or a timer."""
@@ -242,21 +210,21 @@ class Connection:
                                                 "again later", fatal=True))  # fmt: skip
             else:
                 self.session.cert_user = _certificate_user(self.tls)
-                self.deliver(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
+                self.push(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
             return
         if time.monotonic() >= self.deadline:
             raise _Closed
 
     def _serve(self) -> None:
         session = self.session
-        with self._lock:
-            reason, overflow = self._close_reason, self._overflow
+        with self.lock:
+            reason, overflow = self._close_reason, self.overflow
         if overflow:
             self._send_best_effort(SLOW_CONSUMER)
             raise _Closed
         if reason is not None and not session.closing:
             session.closing = True
-            self.send_last(reason)
+            self.push_last(reason)
         session.resume()
         if not self.held and not self.in_worker and not session.closing and not session.doomed:
             self._read()
@@ -322,7 +290,7 @@ class Connection:
         self.want_write = False
         for _ in range(64):
             if not self.pending:
-                self.pending = self._take()
+                self.pending = self.next_chunk(WRITE_CHUNK)
                 if not self.pending:
                     return
             try:
@@ -350,7 +318,7 @@ class Connection:
             if self.pinged:
                 raise _Closed
             self.pinged = True
-            self.deliver(ServerPing().encode())
+            self.push(ServerPing().encode())
 
     def next_timer(self) -> float:
         """When :meth:`step` must run again even if nothing happens."""
@@ -374,9 +342,8 @@ class Connection:
             if time.monotonic() >= self.deadline:
                 raise _Closed
             return
-        with self._lock:
-            if self._queue:
-                return
+        if not self.idle():
+            return
         assert self.tls is not None
         # Half-close, then drain briefly: closing with unread input sends a reset that
         # can destroy our last frame (e.g. frame_too_large) before the client reads it.
@@ -410,9 +377,7 @@ class Connection:
             self.state = "dead"  # the worker's wake-up brings us back here
             return
         self.session.close()
-        with self._lock:
-            self._done = True
-            self._queue.clear()
+        self.close()
         self.loop.forget(self)
         (self.tls or self.raw).close()
         self.state = "done"
@@ -477,7 +442,7 @@ class WorkerPool:
 
 
 class IOThread:
-    """One epoll loop and the connections it owns."""
+    """One epoll loop and the connections it owns; told when their rooms' feeds grow."""
 
     def __init__(self, name: str) -> None:
         self._epoll = select.epoll()
@@ -485,6 +450,7 @@ class IOThread:
         self._epoll.register(self._wake_fd, IN)
         self._lock = threading.Lock()
         self._marked: list[Connection] = []
+        self._feeds: set[Feed] = set()  # grown since the last turn
         self._new: list[Connection] = []
         self._woken = False
         self._stopping = False
@@ -503,6 +469,12 @@ class IOThread:
         """Look at ``connection`` in the next turn (from any thread)."""
         with self._lock:
             self._marked.append(connection)
+            self._wake()
+
+    def appended(self, feed: Feed) -> None:
+        """A feed some of our connections follow has a new frame (from any thread)."""
+        with self._lock:
+            self._feeds.add(feed)
             self._wake()
 
     def stop(self) -> None:
@@ -548,6 +520,7 @@ class IOThread:
                     self._woken = False
                 new, self._new = self._new, []
                 marked, self._marked = self._marked, []
+                feeds, self._feeds = self._feeds, set()
                 stopping = self._stopping
             due: dict[Connection, None] = dict.fromkeys(new)
             for fd, events in ready:
@@ -558,6 +531,10 @@ class IOThread:
             for connection in marked:
                 connection.unmark()
                 due[connection] = None
+            for feed in feeds:
+                # (a copy in one C call: followers change under the room's lock)
+                for follower in list(feed.followers.get(self, ())):
+                    due[follower] = None  # type: ignore[index]
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 when, _, connection = heapq.heappop(self._timers)

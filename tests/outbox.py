@@ -1,25 +1,43 @@
-"""Recording stand-ins for a connection's outgoing queue, for the sans-I/O tests."""
+"""Recording stand-ins for a connection's mailbox, for the sans-I/O tests."""
 
 import json
 
+from securechat.mailbox import Mailbox
 
-class Outbox:
-    """The ``send`` callable of a session: checks and records every frame it is given."""
+
+class Outbox(Mailbox):
+    """A session's mailbox that records every frame taken from it, in order.
+
+    ``raw`` and ``frames`` take whatever is waiting (queue and followed feeds) first,
+    the way a connection's writer would, and check that each frame is one line.
+    """
 
     def __init__(self) -> None:
-        self.raw: list[bytes] = []
-        self.frames: list[dict] = []
+        super().__init__(max_frames=1 << 30, max_bytes=1 << 40)  # tests read when they like
+        self._raw: list[bytes] = []
+        self._frames: list[dict] = []
 
-    def __call__(self, data: bytes) -> None:
-        assert isinstance(data, bytes)
-        assert data.endswith(b"\n")
-        assert data.count(b"\n") == 1
-        self.raw.append(data)
-        self.frames.append(json.loads(data))
+    def _collect(self) -> None:
+        while data := self.next_chunk(1 << 30):
+            assert data.endswith(b"\n")
+            for line in data.splitlines(keepends=True):
+                self._raw.append(line)
+                self._frames.append(json.loads(line))
+
+    @property
+    def raw(self) -> list[bytes]:
+        self._collect()
+        return self._raw
+
+    @property
+    def frames(self) -> list[dict]:
+        self._collect()
+        return self._frames
 
     def take(self) -> list[dict]:
         """The frames received since the last call."""
-        frames, self.frames = self.frames, []
+        self._collect()
+        frames, self._frames = self._frames, []
         return frames
 
     def only(self, type_: str | None = None) -> dict:
@@ -32,17 +50,15 @@ class Outbox:
 
 
 class FakeMember(Outbox):
-    """A logged-in connection as the hub sees it; records what it is given."""
+    """A logged-in connection as the hub sees it: its own mailbox; records what it gets."""
 
     def __init__(self, user: str) -> None:
         super().__init__()
         self.user = user
         self.rooms: set[str] = set()
+        self.mailbox = self
 
     def __repr__(self) -> str:
         return f"<FakeMember {self.user} {sorted(self.rooms)}>"
-
-    def deliver(self, data: bytes) -> None:
-        self(data)
 
     __hash__ = object.__hash__

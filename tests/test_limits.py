@@ -451,20 +451,21 @@ def test_session_refused_frame_error_carries_its_ref(hub: Hub) -> None:
 def test_final_frame_stays_last_when_another_thread_delivers_meanwhile(
     hub: Hub, ending: str
 ) -> None:
-    """The interleaving is forced: the final frame's ``send`` stands for the moment
-    another connection's thread (a presence broadcast, say) calls ``deliver``."""
+    """The interleaving is forced: just after the final frame is queued, another
+    connection's thread (a presence broadcast, say) that passed the session's unlocked
+    ``closing`` check before it was set queues a frame."""
     clock = FakeClock()
-    frames: list[dict] = []
     presence = (b'{"type":"presence","room":"lobby","user":"bob","event":"leave",'
                 b'"ts":"2026-11-26T00:00:00.000Z"}\n')  # fmt: skip
 
-    def outgoing(data: bytes) -> None:
-        frames.append(json.loads(data))
-        if frames[-1]["type"] == "bye" or "disconnecting" in frames[-1].get("message", ""):
-            session.deliver(presence)
+    class Racing(Outbox):
+        def push_last(self, data: bytes) -> None:
+            super().push_last(data)
+            self.push(presence)
 
+    outbox = Racing()
     session = Session(
-        hub, outgoing, lambda user, password: PASSWORDS.get(user) == password,
+        hub, outbox, lambda user, password: PASSWORDS.get(user) == password,
         bucket=TokenBucket(rate=10, burst=20, clock=clock), clock=clock,
     )  # fmt: skip
     send(session, type="login", user="ann", password="ann-pw")
@@ -474,4 +475,5 @@ def test_final_frame_stays_last_when_another_thread_delivers_meanwhile(
         for _ in range(20 + MAX_REFUSALS):
             send(session, type="ping")
     assert session.closing
+    frames = outbox.take()
     assert frames[-1]["type"] == "bye" or frames[-1].get("code") == "rate_limited", frames[-1]
