@@ -112,8 +112,8 @@ class Feed:
         for mailboxes in self.followers.values():
             for mailbox in mailboxes:
                 cursor = mailbox.cursors.get(self, end)  # an int; only grows meanwhile
-                if mailbox.overflow:
-                    continue
+                if mailbox.overflow or mailbox.sealed or mailbox.done:
+                    continue  # takes nothing more from feeds: must not hold them back
                 count, size = self.behind(cursor)
                 if count > mailbox.max_frames or size > mailbox.max_bytes:
                     mailbox.overflowed()
@@ -182,7 +182,7 @@ class Mailbox:
         copy everyone else gets. Nothing happens if this mailbox does not follow ``feed``.
         """
         with self.lock:
-            if feed not in self.cursors:
+            if feed not in self.cursors or self.done or self.overflow or self.sealed:
                 return
             self._drain()
             self._queue(data)
@@ -210,6 +210,8 @@ class Mailbox:
             followers.discard(self)
             if not followers:
                 del feed.followers[self.listener]
+        if not feed.followers:
+            feed.trim()  # nobody left to read it
 
     def overflowed(self) -> None:
         """Mark this connection a slow consumer (a feed found it too far behind)."""
