@@ -11,8 +11,9 @@ This module does no I/O.
 """
 
 import json
-import unicodedata
-from datetime import UTC, datetime
+import re
+import time
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -30,13 +31,13 @@ from .exceptions import ProtocolError
 from .names import NAME_PATTERN
 
 MAX_TEXT_CHARS = 4000
-_ALLOWED_CONTROLS = frozenset("\n\t")
+# Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) but \t, \n
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _check_text(value: str) -> str:
-    for ch in value:
-        if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
-            raise ValueError(f"control character U+{ord(ch):04X} is not allowed in text")
+    if control := _CONTROL.search(value):
+        raise ValueError(f"control character U+{ord(control[0]):04X} is not allowed in text")
     stripped = value.strip()
     if not stripped:
         raise ValueError("text is empty")
@@ -56,10 +57,24 @@ MAX_ID = 2**63 - 1  # what SQLite's INTEGER holds
 MessageId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
+_this_second: tuple[int, str] = (-1, "")  # (second, its formatted part), reused
+
+
 def timestamp(now: datetime | None = None) -> str:
-    """Server time as RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T02:20:28.123Z``."""
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    """Server time as RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T02:20:28.123Z``.
+
+    Called for every message: the date and time part is formatted once a second.
+    """
+    global _this_second
+    if now is not None:
+        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    t = time.time()
+    second = int(t)
+    cached, prefix = _this_second
+    if cached != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _this_second = (second, prefix)
+    return f"{prefix}{int((t - second) * 1000):03d}Z"
 
 
 # ---------------------------------------------------------------- client frames

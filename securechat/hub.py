@@ -22,6 +22,7 @@ submitting thread. No socket write happens under either lock (mailboxes only
 queue). Lock order is always room, then hub, then mailbox.
 """
 
+import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -89,9 +90,14 @@ def record(room: str, message: StoredMessage) -> MessageRecord:
 
 
 def encoded(frame: ServerFrame, ref: str | None) -> tuple[bytes, bytes]:
-    """The frame for everyone (encoded once), and the requester's copy with its ``ref``."""
+    """The frame for everyone (encoded once), and the requester's copy with its ``ref``.
+
+    The copy is the same bytes with ``"ref"`` added as the last member.
+    """
     data = frame.encode()
-    return data, frame.model_copy(update={"ref": ref}).encode() if ref else data
+    if not ref:
+        return data, data
+    return data, b'%s,"ref":%s}\n' % (data[:-2], json.dumps(ref, ensure_ascii=False).encode())
 
 
 def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:

@@ -106,6 +106,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="frames a connection may send at once")  # fmt: skip
     limits.add_argument("--max-connections", type=int, default=defaults.max_connections)
     limits.add_argument("--max-per-address", type=int, default=defaults.max_per_address)
+    limits.add_argument("--io-threads", type=int, default=defaults.io_threads,
+                        help="threads doing TLS and socket I/O (default: one a core)")  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -116,8 +118,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--frame-limit must be at least {MIN_FRAME_LIMIT}")
     if args.frame_rate <= 0 or args.frame_burst < 1:
         parser.error("--frame-rate must be positive and --frame-burst at least 1")
-    if args.max_connections < 1 or args.max_per_address < 1:
-        parser.error("--max-connections and --max-per-address must be at least 1")
+    if args.max_connections < 1 or args.max_per_address < 1 or args.io_threads < 1:
+        parser.error("--max-connections, --max-per-address and --io-threads must be at least 1")
     return args
 
 
@@ -150,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = Limits(
         frame_bytes=args.frame_limit, frame_rate=args.frame_rate, frame_burst=args.frame_burst,
         max_connections=args.max_connections, max_per_address=args.max_per_address,
+        io_threads=args.io_threads,
     )  # fmt: skip
     try:
         with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync,

@@ -2,6 +2,7 @@
 
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime
 
 import pytest
@@ -738,6 +739,16 @@ def test_timestamp_format_now() -> None:
     assert TS_RE.match(timestamp())
 
 
+def test_timestamp_now_is_the_clock_to_the_millisecond() -> None:
+    """``timestamp()`` formats the date and time once a second; it must still be now."""
+    for _ in range(2000):  # crosses a second boundary now and then
+        before = datetime.now(UTC).replace(microsecond=0)
+        stamp = timestamp()
+        after = datetime.now(UTC)
+        moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert before <= moment <= after, (before, stamp, after)
+
+
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
@@ -753,6 +764,18 @@ def test_timestamp_fixed(moment: datetime, expected: str) -> None:
 
 
 # --- property tests ---------------------------------------------------------------------
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF), min_size=1))
+def test_text_control_characters_are_exactly_unicode_cc_but_tab_and_newline(text: str) -> None:
+    controls = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n"]
+    frame = json.dumps({"type": "send", "room": "r", "text": text}).encode()
+    if controls:
+        with pytest.raises(ProtocolError, match=f"U\\+{ord(controls[0]):04X}"):
+            parse_client_frame(frame)
+    elif text.strip():
+        assert parse_client_frame(frame).text == text.strip()
+
 
 FIELD_NAMES = [
     "type",

@@ -18,7 +18,8 @@ from hypothesis.stateful import (
 )
 
 from securechat.exceptions import ProtocolError
-from securechat.hub import JOIN_HISTORY, RECENT_CACHE, Hub
+from securechat.frames import Message
+from securechat.hub import JOIN_HISTORY, RECENT_CACHE, Hub, encoded
 from securechat.store import SqliteStore
 
 from .outbox import FakeMember
@@ -291,6 +292,16 @@ def test_send_message_frame(hub: Hub) -> None:
         "ts": other["ts"],
     }
     assert {k: v for k, v in own.items() if k != "ref"} == other
+
+
+@pytest.mark.parametrize("ref", ['q"uo\\te', "é✓", "\u2028", "x" * 64, "\x01"])
+def test_the_senders_copy_is_the_frame_with_its_ref_whatever_the_ref(ref: str) -> None:
+    frame = Message(room="lobby", id=7, user="ann", text='a "text"\n', ts="t")
+    data, own = encoded(frame, ref)
+    assert data == frame.encode()
+    assert own.endswith(b"}\n") and own.count(b"\n") == 1
+    assert json.loads(own) == json.loads(frame.model_copy(update={"ref": ref}).encode())
+    assert encoded(frame, None) == (data, data)
 
 
 def test_send_without_ref_gives_everyone_the_same_bytes(hub: Hub) -> None:

@@ -4,6 +4,8 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 from unittest.mock import ANY
 
 import pytest
@@ -364,3 +366,50 @@ def test_json_reply_is_one_line_per_frame(connect):
     raw = json.dumps({"type": "rooms"}).encode() + b"\n"
     alice.send_raw(raw)
     assert alice.recv()["type"] == "rooms"
+
+
+@pytest.mark.parametrize(
+    "io_threads",
+    [
+        pytest.param(1, marks=pytest.mark.limits(io_threads=1, **UNMETERED)),
+        pytest.param(3, marks=pytest.mark.limits(io_threads=3, **UNMETERED)),
+    ],
+)
+def test_a_room_reaches_members_on_every_io_thread_once_in_order(connect, io_threads):
+    """Each member follows the room's feed from its own I/O thread; interleaved with
+    replies (pings), everyone sees every message once, each sender's in order, and a
+    sender's own copies carry its refs."""
+    users = ["alice", "bob", "carol", "dave"]
+    clients = [connect(user) for user in users]
+    for client in clients:
+        assert client.request(type="join", room="busy")["type"] == "joined"
+    for n in range(25):
+        for user, client in zip(users, clients, strict=True):
+            client.send(type="send", room="busy", text=f"{user} {n}", ref=f"{user}-{n}")
+            client.send(type="ping", ref=f"ping-{n}")
+    for user, client in zip(users, clients, strict=True):
+        seen: dict[str, list[int]] = {other: [] for other in users}
+        ids, pongs = [], 0
+        while len(ids) < 100 or pongs < 25:
+            frame = client.recv()
+            if frame["type"] in ("pong", "presence"):
+                pongs += frame["type"] == "pong"
+                continue
+            assert frame["type"] == "message", frame
+            sender, n = frame["text"].split()
+            seen[sender].append(int(n))
+            ids.append(frame["id"])
+            assert (frame.get("ref") == f"{sender}-{n}") == (sender == user), frame
+        assert ids == list(range(1, 101))
+        assert all(numbers == list(range(25)) for numbers in seen.values())
+
+
+def test_io_threads_below_one_is_a_usage_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "securechat.server", "--cert", str(tmp_path / "none.pem"),
+         "--io-threads", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--io-threads" in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
