@@ -88,7 +88,9 @@ class Session:
         self.closing = False
         self._lock = threading.Lock()  # one last frame, however many threads end us
         self.doomed = False  # a fatal error is on its way: read nothing more
-        self._pending = 0  # writes (and errors queued behind them) not yet delivered
+        self._pending = 0  # barriers (after writes, or errors behind them) not yet passed
+        self._write_barrier = False  # a barrier for the writes is in the committer's queue
+        self._writes_after_it = False  # writes were submitted after that barrier
         self._held: deque[AnyClientFrame] = deque()  # requests waiting for those
         self._wake = wake  # tells the transport that held requests may go
 
@@ -241,8 +243,34 @@ class Session:
             raise ProtocolError("internal", f"frame type {frame.type!r} is not handled")
 
     def _await_commit(self) -> None:
-        """Count the write just submitted as pending until it is delivered."""
-        self._after_pending(None)
+        """Count the write just submitted as pending until it is delivered.
+
+        One barrier covers a run of pipelined writes: while one is queued, later
+        writes only note that it must be renewed when it passes (one committer
+        entry per commit batch instead of one per write).
+        """
+        with self._lock:
+            if self._write_barrier:
+                self._writes_after_it = True
+                return
+            self._write_barrier = True
+            self._pending += 1
+        self.hub.after_commits(self._write_barrier_passed)
+
+    def _write_barrier_passed(self) -> None:
+        """(The committer's thread.) Renew the barrier, or stop counting the writes."""
+        with self._lock:
+            if self._writes_after_it:
+                self._writes_after_it = False
+                renew = True
+            else:
+                self._write_barrier = renew = False
+                self._pending -= 1
+                last = not self._pending
+        if renew:
+            self.hub.after_commits(self._write_barrier_passed)
+        elif last and self._held:
+            self._wake()
 
     def _after_pending(self, then: Callable[[], None] | None) -> None:
         """Run ``then`` (if any) after everything submitted so far; pending until then."""

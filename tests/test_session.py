@@ -6,6 +6,7 @@ import pytest
 
 from securechat.hub import Hub
 from securechat.session import AUTH_FAILED_MESSAGE, MAX_LOGIN_FAILURES, Session
+from securechat.store import SqliteStore
 
 from .outbox import Outbox
 
@@ -380,3 +381,48 @@ def test_a_bug_in_a_handler_answers_internal_and_the_session_goes_on(hub: Hub, m
     assert frames[-2]["code"] == "internal" and frames[-2]["ref"] == "r"
     assert frames[-1] == {"type": "pong", "ref": "p"}
     assert not session.closing
+
+
+class StepCommitter:
+    """A committer that commits one queued entry at a time, when the test says so."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.queue: list[tuple[object, object]] = []
+
+    def submit(self, write, then=None) -> None:
+        self.queue.append((write, then))
+
+    def step(self) -> None:
+        write, then = self.queue.pop(0)
+        if write is not None:
+            self.store.write([write])
+        if then is not None:
+            then()
+
+
+def test_pipelined_writes_share_a_barrier_and_later_requests_wait_for_all() -> None:
+    store = SqliteStore(":memory:")
+    committer = StepCommitter(store)
+    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    session, outbox = logged_in(hub)
+    while committer.queue:  # the login's catch-up
+        committer.step()
+    send(session, {"type": "join", "room": "lobby"})
+    outbox.only("joined")
+    for n in range(4):
+        send(session, {"type": "send", "room": "lobby", "text": f"m{n}", "ref": f"s{n}"})
+    send(session, {"type": "members", "room": "lobby", "ref": "who"})
+    writes = [entry for entry in committer.queue if entry[0] is not None]
+    assert len(writes) == 4 and len(committer.queue) == 5  # one barrier for the four
+    assert session.waiting
+    replies = []
+    while committer.queue:
+        assert not any(frame["type"] == "members" for frame in replies)
+        committer.step()
+        session.resume()  # what the transport does when woken
+        replies += outbox.take()
+    assert [frame.get("ref") for frame in replies] == ["s0", "s1", "s2", "s3", "who"]
+    assert not session.waiting
+    send(session, {"type": "send", "room": "lobby", "text": "again", "ref": "s4"})
+    assert len(committer.queue) == 2  # a new barrier once the last one has passed
