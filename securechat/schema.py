@@ -45,6 +45,11 @@ NOTES = """\
   messages exist (keep paging with `before`/`after`; `joined.last_id` tells the newest).
 - Replies come in the order of the requests. Writes (`send`, `edit`, `delete`, `dm`)
   are answered after their commit and may be pipelined; other requests wait for them.
+- Each room's events reach every member connection in one order, and a reply comes
+  after every event the connection was sent before the request was handled; events
+  of two different rooms may interleave either way.
+- `slow_consumer`: more than 1 MiB or 1,000 frames waiting for the connection, in its
+  own queue or behind in one of its rooms.
 - Before login only `ping` is answered; every other valid frame but `login` is
   `auth_required`.
 - `login` without `password`: accepted only when the server was started with
