@@ -258,6 +258,10 @@ class PasswordFile:
         """The user names, sorted."""
         return sorted(self._current()[0])
 
+    def exists(self, user: str) -> bool:
+        """Whether ``user`` is in the file (as it is now: one ``stat``, no copy)."""
+        return user in self._current()[0]
+
     def verify(self, user: str, password: str) -> bool:
         """True if ``password`` is right for ``user``; never raises for bad input."""
         users, cost = self._current()

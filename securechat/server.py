@@ -74,7 +74,7 @@ def durable_hub(
     store = SqliteStore(data_dir / DATABASE_NAME, fsync=fsync)
     committer = GroupCommitter(store)
     try:
-        yield Hub(user_exists=lambda user: user in passwords.users(), admins=admins,
+        yield Hub(user_exists=passwords.exists, admins=admins,
                   store=store, committer=committer, max_frame_bytes=frame_limit)  # fmt: skip
     finally:
         committer.close()

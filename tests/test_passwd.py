@@ -237,6 +237,15 @@ def test_verify(path: Path) -> None:
     assert pf.verify(None, None) is False  # type: ignore[arg-type]
 
 
+def test_exists_follows_the_file_as_it_changes(path: Path) -> None:
+    pf = PasswordFile(path)
+    assert not pf.exists("alice")
+    set_password(path, "alice", "pw-alice", R)
+    assert pf.exists("alice") and not pf.exists("bob") and not pf.exists("Alice")
+    delete_user(path, "alice")
+    assert not pf.exists("alice")
+
+
 def test_missing_file_has_no_users(path: Path) -> None:
     pf = PasswordFile(path)
     assert pf.users() == []
