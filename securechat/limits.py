@@ -6,6 +6,7 @@ of them does I/O. The transport owns one :class:`LoginThrottle` and one
 """
 
 import heapq
+import ipaddress
 import threading
 import time
 from collections import deque
@@ -16,6 +17,24 @@ from .exceptions import ProtocolError
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+
+
+def address_key(host: str) -> str:
+    """Who is behind ``host``, for per-address limits: an IPv4 address, or an IPv6 /64.
+
+    One IPv6 host usually holds a whole /64 and can pick any address in it, so
+    limits keyed on the full address would be no limit at all. IPv4-mapped IPv6
+    addresses count as the IPv4 address. Anything unparsable is its own key.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class TokenBucket:

@@ -42,7 +42,7 @@ from .exceptions import FrameTooLarge, ProtocolError
 from .frames import ServerPing, Welcome, error_frame
 from .framing import DEFAULT_FRAME_LIMIT, LineReader
 from .hub import Hub
-from .limits import BcryptGate, LoginThrottle, TokenBucket
+from .limits import BcryptGate, LoginThrottle, TokenBucket, address_key
 from .mailbox import Feed, Mailbox
 from .session import Session
 
@@ -96,6 +96,7 @@ class Connection(Mailbox):
                          listener=loop)  # fmt: skip
         self.server, self.loop, self.limits = server, loop, limits
         self.address = address
+        self.peer = address_key(address[0])  # what the per-address limits count
         self.raw = sock
         self.fd = sock.fileno()
         self.tls: ssl.SSLSocket | None = None
@@ -105,7 +106,7 @@ class Connection(Mailbox):
         self.busy = False  # over a connection limit: say server_busy and close
         self.session = Session(
             server.hub, self, server.check_password,
-            address=address[0],
+            address=self.peer,
             throttle=server.throttle, wake=self.wake,
             bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
         )  # fmt: skip
@@ -641,7 +642,7 @@ class Server:
                 if self._stopping:
                     sock.close()
                     continue
-                host = connection.address[0]
+                host = connection.peer
                 connection.busy = (
                     len(self._connections) >= self.limits.max_connections
                     or self._per_address[host] >= self.limits.max_per_address
@@ -658,7 +659,7 @@ class Server:
         with self._lock:
             if connection in self._connections:
                 self._connections.discard(connection)
-                host = connection.address[0]
+                host = connection.peer
                 self._per_address[host] -= 1
                 if not self._per_address[host]:
                     del self._per_address[host]

@@ -28,7 +28,8 @@ class ChatClient:
         context = ssl.create_default_context(cafile=str(cafile))
         if cert is not None:
             context.load_cert_chain(str(cert))
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        raw = socket.socket(family, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the TCP window stays small
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if source is not None:

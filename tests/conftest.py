@@ -49,8 +49,9 @@ def run_server(
     limits: Limits | None = None,
     admins: tuple[str, ...] = (),
     data_dir: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[Server]:
-    """A server on 127.0.0.1 port 0 that always shuts down, and leaks no thread."""
+    """A server on ``host`` (loopback) port 0 that always shuts down, and leaks no thread."""
     before = set(threading.enumerate())
     with contextlib.ExitStack() as stack:
         if data_dir is None:
@@ -58,7 +59,7 @@ def run_server(
         passwords = PasswordFile(passwd)
         hub = stack.enter_context(durable_hub(data_dir, passwords, admins=admins))
         server = Server(
-            make_server_context(certs.server), hub, passwords.verify, "127.0.0.1", 0,
+            make_server_context(certs.server), hub, passwords.verify, host, 0,
             limits or Limits(),
         )  # fmt: skip
         server.start()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from securechat.certs import CertPaths
+from securechat.limits import address_key
 from securechat.passwd import PasswordFile
 from securechat.server import Limits, Server, durable_hub, make_server_context
 
@@ -219,6 +220,39 @@ def test_per_address_cap(certs, passwd_path):
         assert again.request(type="ping")["type"] == "pong"
         for client in [*first, elsewhere, again]:
             client.close()
+
+
+def test_per_address_cap_over_ipv6_counts_the_64(certs, passwd_path):
+    """On ::1 the cap counts the /64 (one IPv6 host can use any address in it)."""
+    with run_server(certs, passwd_path, Limits(max_per_address=2), host="::1") as server:
+        first = [ChatClient(server.address, certs.ca_cert) for _ in range(2)]
+        for client in first:
+            client.expect("welcome")
+        assert {c.peer for c in server.connections()} == {"::/64"}
+        busy = ChatClient(server.address, certs.ca_cert)
+        assert [frame["code"] for frame in busy.wait_closed()] == ["server_busy"]
+        reply = first[0].request(type="login", user="alice", password=USERS["alice"])
+        assert reply["type"] == "login_ok"
+        for client in [*first, busy]:
+            client.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("192.0.2.7", "192.0.2.7"),
+        ("::1", "::/64"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_address_key_is_the_ipv4_address_or_the_ipv6_64(host, key):
+    assert address_key(host) == key
 
 
 def test_total_connection_cap(certs, passwd_path):
