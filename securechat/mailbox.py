@@ -236,8 +236,9 @@ class Mailbox:
             if size < budget and not (self.sealed or self.overflow or self.done):
                 for feed, cursor in self.cursors.items():
                     got = feed.read(cursor, budget - size)
-                    if got is None:
+                    if got is None:  # (trim has marked us already; to be safe)
                         self.overflow = True
+                        self.ready()
                         break
                     frames, self.cursors[feed], taken = got
                     parts += frames
@@ -255,8 +256,8 @@ class Mailbox:
                 return True
             return all(cursor >= feed.end for feed, cursor in self.cursors.items())
 
-    def close(self) -> None:
-        """The connection is gone: drop what is queued, keep nothing more."""
+    def drop(self) -> None:
+        """The connection is gone: drop what is queued and keep nothing more."""
         with self.lock:
             self.done = True
             self.queue.clear()
@@ -276,8 +277,9 @@ class Mailbox:
         """Move everything the followed feeds hold for us into the queue."""
         for feed, cursor in self.cursors.items():
             got = feed.read(cursor, 1 << 62)
-            if got is None:
+            if got is None:  # (trim has marked us already; to be safe)
                 self.overflow = True
+                self.ready()
                 return
             frames, self.cursors[feed], _ = got
             for frame in frames:

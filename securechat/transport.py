@@ -398,7 +398,7 @@ class Connection(Mailbox):
             self.state = "dead"  # the worker's wake-up brings us back here
             return
         self.session.close()
-        self.close()
+        self.drop()
         self.loop.forget(self)
         (self.tls or self.raw).close()
         self.state = "done"

@@ -207,11 +207,11 @@ def test_the_last_frame_stays_last_and_a_sealed_follower_is_no_slow_consumer() -
     assert len(feed._log[1]) <= TRIM_EVERY
 
 
-def test_a_closed_mailbox_keeps_nothing() -> None:
+def test_a_dropped_mailbox_keeps_nothing() -> None:
     feed, ann = Feed(), Mailbox()
     ann.follow(feed)
     ann.push(frame("queued"))
-    ann.close()
+    ann.drop()
     ann.push(frame("later"))
     feed.append(frame("m"))
     assert take_all(ann) == [] and ann.idle()
