@@ -260,33 +260,31 @@ class Session:
     def _write_barrier_passed(self) -> None:
         """(The committer's thread.) Renew the barrier, or stop counting the writes."""
         with self._lock:
-            if self._writes_after_it:
-                self._writes_after_it = False
-                renew = True
-            else:
-                self._write_barrier = renew = False
-                self._pending -= 1
-                last = not self._pending
+            renew = self._write_barrier = self._writes_after_it
+            self._writes_after_it = False
         if renew:
             self.hub.after_commits(self._write_barrier_passed)
-        elif last and self._held:
-            self._wake()
+        else:
+            self._passed()
 
-    def _after_pending(self, then: Callable[[], None] | None) -> None:
-        """Run ``then`` (if any) after everything submitted so far; pending until then."""
+    def _after_pending(self, then: Callable[[], None]) -> None:
+        """Run ``then`` after everything submitted so far; pending until then."""
         with self._lock:
             self._pending += 1
 
         def done() -> None:
-            if then is not None:
-                then()
-            with self._lock:
-                self._pending -= 1
-                last = not self._pending
-            if last and self._held:
-                self._wake()
+            then()
+            self._passed()
 
         self.hub.after_commits(done)
+
+    def _passed(self) -> None:
+        """A barrier has passed; once none is pending, held requests may go."""
+        with self._lock:
+            self._pending -= 1
+            last = not self._pending
+        if last and self._held:
+            self._wake()
 
     def _login(self, frame: Login) -> None:
         if self.logged_in:
