@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import to_json
 
 from .exceptions import ProtocolError
 from .names import NAME_PATTERN
@@ -348,6 +349,18 @@ class Message(ServerFrame):
     text: str
     ts: str
     ref: str | None = None
+
+
+def message_bytes(room: str, id: int, user: str, text: str, ts: str) -> bytes:
+    """``Message(...).encode()`` without a ``ref``, for the hot path: the same bytes.
+
+    Every message sent is encoded once; building and validating the model for that
+    costs three times what serialising a dict does (a test keeps the two identical).
+    """
+    return (
+        to_json({"type": "message", "room": room, "id": id, "user": user, "text": text, "ts": ts})
+        + b"\n"
+    )
 
 
 class Edited(ServerFrame):

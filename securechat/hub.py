@@ -22,12 +22,13 @@ submitting thread. No socket write happens under either lock (mailboxes only
 queue). Lock order is always room, then hub, then mailbox.
 """
 
-import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Protocol, TypeVar
+
+from pydantic_core import to_json
 
 from .exceptions import ProtocolError
 from .frames import (
@@ -39,12 +40,12 @@ from .frames import (
     Joined,
     Left,
     MembersReply,
-    Message,
     MessageRecord,
     Presence,
     RoomInfo,
     RoomsReply,
     ServerFrame,
+    message_bytes,
     timestamp,
 )
 from .framing import DEFAULT_FRAME_LIMIT
@@ -90,14 +91,14 @@ def record(room: str, message: StoredMessage) -> MessageRecord:
 
 
 def encoded(frame: ServerFrame, ref: str | None) -> tuple[bytes, bytes]:
-    """The frame for everyone (encoded once), and the requester's copy with its ``ref``.
-
-    The copy is the same bytes with ``"ref"`` added as the last member.
-    """
+    """The frame for everyone (encoded once), and the requester's copy with its ``ref``."""
     data = frame.encode()
-    if not ref:
-        return data, data
-    return data, b'%s,"ref":%s}\n' % (data[:-2], json.dumps(ref, ensure_ascii=False).encode())
+    return data, with_ref(data, ref)
+
+
+def with_ref(data: bytes, ref: str | None) -> bytes:
+    """An encoded frame without ``ref``, with ``"ref"`` added as its last member."""
+    return b'%s,"ref":%s}\n' % (data[:-2], to_json(ref)) if ref else data
 
 
 def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
@@ -210,11 +211,13 @@ class Hub:
     # -- rooms
 
     def _room(self, name: str, *, create: bool = False) -> Room | None:
-        with self._lock:
-            room = self._rooms.get(name)
-            if room is None and create:
-                room = self._rooms[name] = Room(name)
-            return room
+        room = self._rooms.get(name)  # (one dict lookup is atomic: no lock to look)
+        if room is None and create:
+            with self._lock:
+                room = self._rooms.get(name)
+                if room is None:
+                    room = self._rooms[name] = Room(name)
+        return room
 
     def _drop_if_unused(self, room: Room) -> None:
         """Forget a room with no members and no history (called under its lock)."""
@@ -308,10 +311,8 @@ class Hub:
             room.last_id = message.id
             if room.loaded:
                 room.recent.append(message)
-            frame = Message(room=room.name, id=message.id, user=message.user, text=message.text,
-                            ts=message.ts)  # fmt: skip
-            data, own = encoded(frame, ref)
-            room.broadcast(data, sender=sender, own=own)
+            data = message_bytes(room.name, message.id, message.user, message.text, message.ts)
+            room.broadcast(data, sender=sender, own=with_ref(data, ref))
 
     def edit(self, member: Member, name: str, message_id: int, text: str, ref: str | None) -> None:
         room = self._joined_room(member, name)

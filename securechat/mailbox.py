@@ -160,7 +160,8 @@ class Mailbox:
                 return
             if self.cursors:
                 self._drain()
-            self._queue(data)
+            if not self.overflow:
+                self._queue(data)
             self.ready()
 
     def push_last(self, data: bytes) -> None:
@@ -185,7 +186,8 @@ class Mailbox:
             if feed not in self.cursors or self.done or self.overflow or self.sealed:
                 return
             self._drain()
-            self._queue(data)
+            if not self.overflow:
+                self._queue(data)
             self.cursors[feed] = feed.end + 1
             self.ready()
 
@@ -274,13 +276,19 @@ class Mailbox:
             self.queued_bytes = size
 
     def _drain(self) -> None:
-        """Move everything the followed feeds hold for us into the queue."""
+        """Move everything the followed feeds hold for us into the queue (in bulk)."""
         for feed, cursor in self.cursors.items():
             got = feed.read(cursor, 1 << 62)
-            if got is None:  # (trim has marked us already; to be safe)
-                self.overflow = True
-                self.ready()
-                return
-            frames, self.cursors[feed], _ = got
-            for frame in frames:
-                self._queue(frame)
+            if got is not None:
+                frames, self.cursors[feed], size = got
+                if not frames:
+                    continue
+                if (len(self.queue) + len(frames) <= self.max_frames
+                        and self.queued_bytes + size <= self.max_bytes):  # fmt: skip
+                    self.queue.extend(frames)
+                    self.queued_bytes += size
+                    continue
+            # gone from the feed (trim has marked us already), or over the bounds
+            self.overflow = True
+            self.ready()
+            return

@@ -210,15 +210,15 @@ class Session:
             self._login(frame)
         elif not self.logged_in:  # the contract: only ping is answered before login
             raise ProtocolError("auth_required", "log in first")
+        elif isinstance(frame, Send):  # (the most common frame first)
+            hub.send(self, frame.room, frame.text, ref)
+            self._await_commit()
         elif isinstance(frame, Pong):
             pass
         elif isinstance(frame, Join):
             hub.join(self, frame.room, ref)
         elif isinstance(frame, Leave):
             hub.leave(self, frame.room, ref)
-        elif isinstance(frame, Send):
-            hub.send(self, frame.room, frame.text, ref)
-            self._await_commit()
         elif isinstance(frame, Edit):
             hub.edit(self, frame.room, frame.id, frame.text, ref)
             self._await_commit()

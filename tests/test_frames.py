@@ -46,11 +46,12 @@ from securechat.frames import (
     ServerPong,
     Welcome,
     error_frame,
+    message_bytes,
     parse_client_frame,
     server_frame_adapter,
     timestamp,
 )
-from securechat.names import is_valid_name
+from securechat.names import NAME_PATTERN, is_valid_name
 
 TS = "2026-11-26T02:20:28.123Z"
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -764,6 +765,20 @@ def test_timestamp_fixed(moment: datetime, expected: str) -> None:
 
 
 # --- property tests ---------------------------------------------------------------------
+
+
+@given(
+    room=st.from_regex(NAME_PATTERN, fullmatch=True),
+    id=st.integers(1, 2**63 - 1),
+    user=st.from_regex(NAME_PATTERN, fullmatch=True),
+    text=st.text(min_size=1, max_size=200),
+    ts=st.just("2026-11-26T02:20:28.123Z"),
+)
+def test_message_bytes_are_the_models_encoding(room, id, user, text, ts) -> None:
+    assert (
+        message_bytes(room, id, user, text, ts)
+        == Message(room=room, id=id, user=user, text=text, ts=ts).encode()
+    )
 
 
 @given(st.text(alphabet=st.characters(max_codepoint=0x2FF), min_size=1))

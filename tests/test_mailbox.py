@@ -191,6 +191,18 @@ def test_the_queue_has_the_same_bounds() -> None:
     assert take_all(ann) == []
 
 
+def test_moving_a_feed_backlog_past_the_bounds_into_the_queue_overflows() -> None:
+    feed, ann, bob = Feed(), Mailbox(max_frames=5), Mailbox(max_bytes=50)
+    ann.follow(feed)
+    bob.follow(feed)
+    for n in range(10):  # fewer than TRIM_EVERY: no trim has looked yet
+        feed.append(frame(str(n)))
+    ann.push(frame("reply"))  # takes the feed's 10 frames into a queue of 5
+    bob.push(frame("reply"))  # 10 frames of 10 bytes into 50 bytes
+    assert ann.overflow and bob.overflow
+    assert take_all(ann) == [] and take_all(bob) == []
+
+
 def test_the_last_frame_stays_last_and_a_sealed_follower_is_no_slow_consumer() -> None:
     feed, ending, other = Feed(), Mailbox(max_frames=10), Mailbox(max_frames=10)
     ending.follow(feed)
