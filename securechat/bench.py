@@ -46,9 +46,9 @@ from .bench_irc import (
     run_one,
     sample_process,
 )
+from .bench_report import BOTTLENECK_PCT, chart, combine, table
 
 MARK_RE = re.compile(rb"~(\d+)\.(\d+)\.(\d+)~")
-BOTTLENECK_PCT = 90.0
 SAMPLES = 2_000_000  # latency samples sorted for percentiles, at most
 CONNECT_TIMEOUT = 30.0
 SMALL_ROOM, SMALL_SENDERS, SMALL_RATE = 10, 2, 10.0  # the room timed in idle and logins
@@ -141,9 +141,8 @@ class Conn(asyncio.Protocol):
         if not cut:
             return
         block = data[:cut]
-        if self.slow:
+        if self.slow:  # setup: marks seen now are old history (a server's joined frame)
             for line in block.splitlines():
-                self._account(MARK_RE.findall(line))
                 self.lines.put_nowait(line)
             return
         marks = MARK_RE.findall(block)
@@ -603,48 +602,6 @@ SCENARIOS = {
 # -- report
 
 
-# Table rows: "result_key label" a line; LATENCY's "{}" takes a prefix ("small room ", "chat ").
-LATENCY = "lat_p50_ms {}latency p50 ms\nlat_p99_ms {}latency p99 ms\nlat_max_ms {}latency max ms"
-COMMON = """\
-server_cpu_pct server CPU % of one core
-delivered_fraction delivered fraction
-lost lost
-duplicated duplicated
-unseen sent, seen by no member
-disconnects disconnects
-refused refused by the server
-server_rss_mib server RSS MiB (end)
-server_threads server threads
-bench_cpu_pct bench CPU % of one core
-load_at_start machine load average at start"""
-CHAT = "delivered_per_s delivered msg/s\n" + LATENCY.format("", "", "")
-CHAT += "\nconnect_failed clients that could not connect"
-CHAT += "\ncpu_ms_per_1000 server CPU ms per 1,000 delivered\n" + COMMON
-IDLE = """\
-idle_connected idle connections held
-connect_failed idle connections failed
-connects_per_s connects/s (TLS + login)
-rss_per_conn_kib server RSS KiB per idle connection
-threads_per_conn server threads per idle connection
-fds_per_conn server fds per idle connection
-"""
-LOGINS = """\
-logins_per_s logins/s
-login_p50_ms login p50 ms (connect, TLS, login)
-login_p99_ms login p99 ms
-login_failed logins failed
-"""
-ROWS = {
-    "fanout": CHAT,
-    "rooms": CHAT,
-    "idle": IDLE + LATENCY.format(*["small room "] * 3) + "\n" + COMMON,
-    "logins": LOGINS + LATENCY.format(*["chat "] * 3) + "\n" + COMMON,
-}
-
-
-NO_RATIO = {"load_at_start", "delivered_fraction"}  # rows where peer/securechat means nothing
-
-
 def describe(scenario: str, opts: argparse.Namespace) -> str:
     """The scenario's heading: what ran, how big, how long."""
     d, o = opts.duration, opts
@@ -659,100 +616,6 @@ def describe(scenario: str, opts: argparse.Namespace) -> str:
         "logins": f"logins: {o.logins} clients logging in at once, bcrypt cost {o.login_cost}, "
         f"{d or 10:g} s; {small} meanwhile",
     }[scenario]
-
-
-def fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if key == "delivered_fraction":
-            return f"{value:.5f}"
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    return str(value)
-
-
-def table(scenario: str, results: dict[str, dict[str, Any]], opts: argparse.Namespace) -> str:
-    """A markdown table: one row per metric, a column per server, peer/securechat ratios."""
-    names = list(results)
-    base = results.get("securechat", {})
-    head = ["metric"]
-    for name in names:
-        head.append(name)
-        if name != "securechat" and base:
-            head.append(f"{name}/securechat")
-    lines = [
-        f"### {describe(scenario, opts)}",
-        "",
-        "| " + " | ".join(head) + " |",
-        "| --- |" + " ---: |" * (len(head) - 1),
-    ]
-    for key, _, label in (row.partition(" ") for row in ROWS[scenario].splitlines()):
-        cells = [label]
-        for name in names:
-            value = results[name].get(key)
-            cells.append(fmt(key, value))
-            if name != "securechat" and base:
-                ref = base.get(key)
-                numeric = all(
-                    isinstance(v, int | float) and not isinstance(v, bool) for v in (value, ref)
-                )
-                ratio = numeric and ref and key not in NO_RATIO
-                cells.append(f"{value / ref:.2f}x" if ratio else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = []
-    for name, r in results.items():
-        if "error" in r:
-            notes.append(f"- {name}: {r['error']}")
-        if r.get("bench_bottleneck"):
-            notes.append(
-                f"- {name}: the load generator used {r['bench_cpu_pct']:g}% of one core:"
-                " it was the bottleneck, so these numbers are a lower bound"
-            )
-        if r.get("events"):
-            notes.append(f"- {name}: events {r['events']}")
-    return "\n".join([*lines, *([""] if notes else []), *notes]) + "\n"
-
-
-def chart(path: Path, results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """A PNG of latency percentiles per scenario and server; returns a one-line status."""
-    try:
-        import matplotlib  # an optional extra: imported only when asked
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        return "no chart: matplotlib is not installed (pip install 'securechat[bench]')"
-    shown = [s for s in results if any(r.get("lat_p50_ms") for r in results[s].values())]
-    if not shown:
-        return "no chart: no latency was measured"
-    cols = min(2, len(shown))
-    rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    for ax, scenario in zip(axes.flat, shown, strict=False):
-        names = [n for n, r in results[scenario].items() if r.get("lat_p50_ms")]
-        for i, pct in enumerate(("p50", "p90", "p99", "max")):
-            values = [results[scenario][n].get(f"lat_{pct}_ms") or 0 for n in names]
-            xs = [j + (i - 1.5) * 0.2 for j in range(len(names))]
-            ax.bar(xs, values, width=0.2, label=pct)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{scenario}: end-to-end latency")
-        ax.set_ylabel("ms (log scale)")
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(shown) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"chart written to {path}"
 
 
 # -- command line
@@ -784,6 +647,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a("--connect-concurrency", type=int, default=100, help="connections opened at once")
     a("--drain", type=float, default=5.0, help="seconds to wait for in-flight messages")
     a("--timeout", type=float, default=600.0, help="seconds before a run is abandoned")
+    a("--repeat", type=int, default=1,
+      help="rounds of each scenario, the servers interleaved: medians and ranges")  # fmt: skip
     a("--server-arg", action="append", default=[], help="extra securechat-server argument")
     a("--keep-limits", action="store_true", help="keep securechat's flood/connection limits")
     a("--host", default="127.0.0.1", help="with --port: an already running securechat")
@@ -802,6 +667,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if opts.smoke:
         opts.scenario, opts.members, opts.senders = "fanout", 10, 2
         opts.duration = opts.duration or 2.0
+    if opts.repeat < 1:
+        p.error("--repeat must be at least 1")
     if opts.port and not opts.cafile:
         p.error("--port needs --cafile (the CA that signed the server's certificate)")
     if opts.senders >= opts.members:
@@ -811,6 +678,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown := set(opts.peer_list) - set(PEERS):
         p.error(f"unknown peers: {', '.join(sorted(unknown))}")
     return opts
+
+
+def rounds(
+    scenario: str,
+    names: list[str],
+    ws: Workspace,
+    opts: argparse.Namespace,
+    peers: dict[str, list[str]],
+) -> dict[str, dict[str, Any]]:
+    """Run ``scenario`` against every server ``opts.repeat`` times, interleaved.
+
+    Each round starts with the next server (a, b, c; b, c, a; ...), so no server always
+    follows the same one; each server's rounds are then :func:`combine`-d.
+    """
+    each: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for i in range(opts.repeat):
+        if opts.repeat > 1:
+            log(f"{scenario}: round {i + 1} of {opts.repeat}")
+        start = i % len(names)
+        for name in names[start:] + names[:start]:
+            play = SCENARIOS[scenario]
+            each[name].append(run_one(scenario, play, name, ws, opts, peers, i + 1))
+    return {name: combine(each[name]) for name in names}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -833,10 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for scenario in scenarios:
             names = ["securechat"] + ([] if scenario == "logins" else list(peers))
-            results[scenario] = {
-                n: run_one(scenario, SCENARIOS[scenario], n, ws, opts, peers) for n in names
-            }
-            print(table(scenario, results[scenario], opts), flush=True)
+            results[scenario] = rounds(scenario, names, ws, opts, peers)
+            print(table(describe(scenario, opts), scenario, results[scenario]), flush=True)
     finally:
         ws.close()
     if skipped:

@@ -680,11 +680,14 @@ def run_one(
     ws: Workspace,
     opts: argparse.Namespace,
     peers: dict[str, list[str]],
+    round_no: int = 1,
 ) -> dict[str, Any]:
     """Start a fresh server, ``play`` the scenario's clients against it, stop it; never raises.
 
-    A fresh server per run keeps the /proc deltas (CPU, RSS) about this scenario alone.
+    A fresh server per run keeps the /proc deltas (CPU, RSS) about this scenario alone;
+    each round gets its own directory (securechat: an empty store, no old history).
     """
+    tag = scenario if round_no == 1 else f"{scenario}-{round_no}"
     log(f"{scenario}: {name}: starting")
     server: ServerProcess | None = None
     if name == "securechat" and opts.port:
@@ -699,11 +702,9 @@ def run_one(
     else:
         try:
             if name == "securechat":
-                server = start_securechat(ws, opts.server_args, scenario)
+                server = start_securechat(ws, opts.server_args, tag)
             else:
-                server = start_peer(
-                    name, peers[name], ws.dir / f"{name}-{scenario}", ws.certs.server
-                )
+                server = start_peer(name, peers[name], ws.dir / f"{name}-{tag}", ws.certs.server)
         except (StartError, OSError) as exc:
             return {"error": f"cannot start: {exc}"}
         dialect: Dialect = SecurechatDialect() if name == "securechat" else IrcDialect()

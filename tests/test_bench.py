@@ -15,12 +15,10 @@ from securechat.bench import (
     RoomPlan,
     Run,
     Sender,
-    fmt,
     latency_summary,
     parse_args,
     percentile,
     smoke_verdict,
-    table,
 )
 from securechat.bench_irc import (
     IrcDialect,
@@ -32,6 +30,7 @@ from securechat.bench_irc import (
     sample_process,
     split_pem,
 )
+from securechat.bench_report import combine, fmt, table
 from securechat.certs import make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_run_passes_and_prints_the_table():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "securechat.bench", "--smoke"],
+        [sys.executable, "-m", "securechat.bench", "--smoke", "--repeat", "2", "--duration", "1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "fanout: round 2 of 2" in done.stderr
+    assert "2 rounds, the servers interleaved" in done.stdout
     assert "| metric | securechat |" in done.stdout
     assert "| delivered msg/s |" in done.stdout
     assert "| lost | 0 |" in done.stdout
@@ -181,6 +182,20 @@ def test_conn_counts_marks_across_chunks_and_finds_duplicates():
     assert conn.tail == b"PING :x"  # incomplete: waits for its newline
 
 
+def test_marks_seen_during_setup_are_history_not_deliveries():
+    async def scenario():
+        run = Run()
+        conn = Conn(run, IrcDialect(), 5, "u5", "pw")
+        conn.data_received(b'{"type":"joined","history":[{"text":"~1.7.0~ pad"}]}\n')
+        conn.go_fast()
+        conn.data_received(b":u1!u@h PRIVMSG #b :~1.1.0~ pad\r\n")
+        return run, conn
+
+    run, conn = asyncio.run(scenario())
+    assert conn.count == 1 and conn.dups == 0  # seq 1 after an old seq 7 is no duplicate
+    assert run.delivered == 1 and conn.last == {1: 1}
+
+
 def test_settle_counts_only_what_some_member_saw():
     async def scenario():
         run = Run()
@@ -208,18 +223,49 @@ def test_settle_counts_only_what_some_member_saw():
 
 
 def test_table_has_ratio_columns_and_notes():
-    opts = parse_args(["--peers", "ngircd"])
     results = {
         "securechat": {"delivered_per_s": 1000.0, "lost": 0, "bench_bottleneck": False},
         "ngircd": {"delivered_per_s": 4000.0, "lost": 0, "bench_cpu_pct": 97.0,
                    "bench_bottleneck": True},
     }  # fmt: skip
-    text = table("fanout", results, opts)
+    text = table("fanout: a heading", "fanout", results)
+    assert text.startswith("### fanout: a heading\n")
     assert "| metric | securechat | ngircd | ngircd/securechat |" in text
     assert "| delivered msg/s | 1,000 | 4,000 | 4.00x |" in text
     assert "bottleneck" in text
     assert fmt("delivered_fraction", 0.999991) == "0.99999"
     assert fmt("x", None) == "n/a"
+
+
+def test_combine_takes_medians_and_adds_up_failures():
+    rounds = [
+        {"delivered_per_s": 10.0, "lost": 0, "server_died": False, "events": {"ping": 1}},
+        {"delivered_per_s": 30.0, "lost": 2, "server_died": False, "version": "a"},
+        {"delivered_per_s": 20.0, "lost": 1, "server_died": True, "events": {"ping": 2}},
+    ]
+    out = combine(rounds)
+    assert out["delivered_per_s"] == 20.0  # the median, not the mean
+    assert out["lost"] == 3  # a loss in any round is a loss
+    assert out["server_died"] is True
+    assert out["events"] == {"ping": 3}
+    assert out["version"] == "a"
+    assert out["rounds"] == rounds
+    assert combine(rounds[:1]) is rounds[0]  # one round: as measured
+    failed = combine([{"error": "cannot start: x"}, {"delivered_per_s": 5.0}])
+    assert failed["error"] == "round 1 of 2: cannot start: x"
+    assert failed["delivered_per_s"] == 5.0
+
+
+def test_table_of_rounds_shows_ranges_and_median_of_round_ratios():
+    ours = [{"cpu_ms_per_1000": c, "lost": 0} for c in (0.30, 0.20, 0.25)]
+    theirs = [{"cpu_ms_per_1000": c, "lost": n} for c, n in ((0.15, 0), (0.40, 1), (0.50, 0))]
+    results = {"securechat": combine(ours), "ngircd": combine(theirs)}
+    text = table("fanout", "fanout", results)
+    assert "3 rounds, the servers interleaved" in text
+    # medians 0.25 and 0.40; the ratio is the median of 0.50x, 2.00x, 2.00x (same rounds)
+    row = "| server CPU ms per 1,000 delivered | 0.25 (0.2-0.3) | 0.4 (0.15-0.5) |"
+    assert row + " 2.00x (0.50x-2.00x) |" in text
+    assert "| lost | 0 | 1 |  |" in text  # totals, and no range for them
 
 
 def test_smoke_verdict():
