@@ -108,6 +108,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     limits.add_argument("--max-per-address", type=int, default=defaults.max_per_address)
     limits.add_argument("--io-threads", type=int, default=defaults.io_threads,
                         help="threads doing TLS and socket I/O (default: one a core)")  # fmt: skip
+    limits.add_argument("--flush-interval", type=float, default=defaults.flush_interval * 1000,
+                        metavar="MS", help="write to the members of a busy room at most "
+                        "once per MS milliseconds per I/O thread (0: at once; default "
+                        "%(default)g)")  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -118,6 +122,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--frame-limit must be at least {MIN_FRAME_LIMIT}")
     if args.frame_rate <= 0 or args.frame_burst < 1:
         parser.error("--frame-rate must be positive and --frame-burst at least 1")
+    if not 0 <= args.flush_interval <= 1000:
+        parser.error("--flush-interval must be between 0 and 1000 (milliseconds)")
     if args.max_connections < 1 or args.max_per_address < 1 or args.io_threads < 1:
         parser.error("--max-connections, --max-per-address and --io-threads must be at least 1")
     return args
@@ -152,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = Limits(
         frame_bytes=args.frame_limit, frame_rate=args.frame_rate, frame_burst=args.frame_burst,
         max_connections=args.max_connections, max_per_address=args.max_per_address,
-        io_threads=args.io_threads,
+        io_threads=args.io_threads, flush_interval=args.flush_interval / 1000,
     )  # fmt: skip
     try:
         with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync,

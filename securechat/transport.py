@@ -76,6 +76,10 @@ class Limits:
     bcrypt_concurrent: int = 2 * (os.cpu_count() or 1)
     bcrypt_waiting: int = 200
     io_threads: int = os.cpu_count() or 1
+    # The members of a busy room are written its frames at most once per this many
+    # seconds (per I/O thread): frames appended meanwhile go out together. A frame after
+    # a quiet spell goes out at once; replies and direct messages never wait.
+    flush_interval: float = 0.002
 
 
 class _Closed(Exception):
@@ -465,13 +469,16 @@ class WorkerPool:
 class IOThread:
     """One epoll loop and the connections it owns; told when their rooms' feeds grow."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, flush_interval: float = 0.0) -> None:
         self._epoll = select.epoll()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake_fd, IN)
         self._lock = threading.Lock()
         self._marked: list[Connection] = []
-        self._feeds: set[Feed] = set()  # grown since the last turn
+        self._feeds: set[Feed] = set()  # grown since their followers were last written to
+        self._flush_interval = flush_interval
+        self._flushed: dict[Feed, float] = {}  # feed -> when its followers were written to
+        self._flush_at: float | None = None  # when the next waiting feed is due
         self._new: list[Connection] = []
         self._woken = False
         self._stopping = False
@@ -495,8 +502,9 @@ class IOThread:
     def appended(self, feed: Feed) -> None:
         """A feed some of our connections follow has a new frame (from any thread)."""
         with self._lock:
-            self._feeds.add(feed)
-            self._wake()
+            if feed not in self._feeds:  # (else it waits for its turn, see _grown_feeds)
+                self._feeds.add(feed)
+                self._wake()
 
     def stop(self) -> None:
         with self._lock:
@@ -507,6 +515,30 @@ class IOThread:
         if not self._woken:
             self._woken = True
             os.eventfd_write(self._wake_fd, 1)
+
+    def _grown_feeds(self, now: float) -> set[Feed]:
+        """(Under the lock.) The grown feeds whose followers are to be written to now.
+
+        A feed whose followers were written to less than ``flush_interval`` ago waits
+        (its further appends do not wake the loop) until :attr:`_flush_at`.
+        """
+        if not self._feeds:
+            return set()
+        flushed, interval = self._flushed, self._flush_interval
+        due: set[Feed] = set()
+        later = math.inf
+        for feed in self._feeds:
+            at = flushed.get(feed, -math.inf) + interval
+            if at <= now:
+                due.add(feed)
+                flushed[feed] = now
+            else:
+                later = min(later, at)
+        self._feeds -= due
+        self._flush_at = None if later == math.inf else later
+        if len(flushed) > 2 * len(self._feeds) + 64:  # forget feeds quiet for a while
+            self._flushed = {f: t for f, t in flushed.items() if t + interval > now}
+        return due
 
     def watch(self, connection: Connection) -> None:
         """Register what ``connection`` waits for: epoll events and its next timer."""
@@ -533,6 +565,9 @@ class IOThread:
             timeout = -1.0
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if self._flush_at is not None:
+                wait = max(0.0, self._flush_at - time.monotonic())
+                timeout = wait if timeout < 0 else min(timeout, wait)
             ready = self._epoll.poll(timeout)
             with self._lock:
                 if self._woken:
@@ -541,7 +576,7 @@ class IOThread:
                     self._woken = False
                 new, self._new = self._new, []
                 marked, self._marked = self._marked, []
-                feeds, self._feeds = self._feeds, set()
+                feeds = self._grown_feeds(time.monotonic())
                 stopping = self._stopping
             due: dict[Connection, None] = dict.fromkeys(new)
             for fd, events in ready:
@@ -597,7 +632,10 @@ class Server:
         self._gate = BcryptGate(self.limits.bcrypt_concurrent, self.limits.bcrypt_waiting)
         # Enough threads for every check the gate lets run or wait; idle ones exit.
         self.workers = WorkerPool(self.limits.bcrypt_concurrent + self.limits.bcrypt_waiting + 1)
-        self._loops = [IOThread(f"io-{n}") for n in range(max(1, self.limits.io_threads))]
+        self._loops = [
+            IOThread(f"io-{n}", self.limits.flush_interval)
+            for n in range(max(1, self.limits.io_threads))
+        ]
         self._next_loop = itertools.cycle(self._loops)
         self._listener: socket.socket | None = None
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)

@@ -1,6 +1,7 @@
 """End-to-end tests of the server over real TLS on 127.0.0.1, one frame type at a time."""
 
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -11,8 +12,10 @@ from unittest.mock import ANY
 import pytest
 
 from securechat import PROTOCOL_VERSION, __version__
+from securechat.mailbox import Feed
 from securechat.passwd import delete_user, set_password
 from securechat.server import Limits
+from securechat.transport import IOThread
 
 from .chatclient import ChatClient
 from .conftest import UNMETERED, USERS, run_server
@@ -373,12 +376,17 @@ def test_json_reply_is_one_line_per_frame(connect):
     [
         pytest.param(1, marks=pytest.mark.limits(io_threads=1, **UNMETERED)),
         pytest.param(3, marks=pytest.mark.limits(io_threads=3, **UNMETERED)),
+        pytest.param(2, id="at-once", marks=pytest.mark.limits(
+            io_threads=2, flush_interval=0.0, **UNMETERED)),
+        pytest.param(2, id="coalesced", marks=pytest.mark.limits(
+            io_threads=2, flush_interval=0.05, **UNMETERED)),
     ],
-)
+)  # fmt: skip
 def test_a_room_reaches_members_on_every_io_thread_once_in_order(connect, io_threads):
     """Each member follows the room's feed from its own I/O thread; interleaved with
     replies (pings), everyone sees every message once, each sender's in order, and a
-    sender's own copies carry its refs."""
+    sender's own copies carry its refs (whether the room's frames go out at once or
+    are gathered for a flush interval)."""
     users = ["alice", "bob", "carol", "dave"]
     clients = [connect(user) for user in users]
     for client in clients:
@@ -402,6 +410,43 @@ def test_a_room_reaches_members_on_every_io_thread_once_in_order(connect, io_thr
             assert (frame.get("ref") == f"{sender}-{n}") == (sender == user), frame
         assert ids == list(range(1, 101))
         assert all(numbers == list(range(25)) for numbers in seen.values())
+
+
+def test_a_busy_feed_waits_for_its_flush_interval_and_a_quiet_one_does_not():
+    loop = IOThread("test", flush_interval=0.002)
+    busy, quiet = Feed(), Feed()
+    try:
+        loop.appended(busy)
+        assert loop._woken
+        assert loop._grown_feeds(now=10.0) == {busy}  # after a quiet spell: at once
+        loop._woken = False
+        loop.appended(busy)
+        assert loop._woken  # the loop must look: is it due?
+        assert loop._grown_feeds(now=10.001) == set()  # written to 1 ms ago: wait
+        assert loop._flush_at == pytest.approx(10.002)
+        loop._woken = False
+        loop.appended(busy)
+        assert not loop._woken  # waiting already: appends meanwhile wake nobody
+        loop.appended(quiet)
+        assert loop._woken  # another room's frame is not held up by the busy one
+        assert loop._grown_feeds(now=10.0015) == {quiet}
+        assert loop._flush_at == pytest.approx(10.002)
+        assert loop._grown_feeds(now=10.002) == {busy}
+        assert loop._flush_at is None
+        assert loop._grown_feeds(now=10.003) == set()  # nothing new
+    finally:
+        loop._epoll.close()
+        os.close(loop._wake_fd)
+
+
+def test_flush_interval_is_checked(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "securechat.server", "--cert", str(tmp_path / "none.pem"),
+         "--flush-interval", "-1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--flush-interval" in result.stderr.splitlines()[-1]
 
 
 def test_io_threads_below_one_is_a_usage_error(tmp_path):
