@@ -88,7 +88,8 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One server's results over rounds: medians, totals of failures, every round kept.
 
     One round is returned as it is. Otherwise a number is the median of the rounds that
-    measured it (a key in :data:`TOTALS`: their sum), a flag is set if any round set it,
+    measured it (of whole numbers: the lower median, one of them; a key in
+    :data:`TOTALS`: their sum), a flag is set if any round set it,
     ``events`` are added up, other values come from the first round that has them, and an
     ``error`` says which rounds failed.
     """
@@ -103,7 +104,12 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         elif not values:
             out[key] = None
         elif all(_numeric(v) for v in values):
-            out[key] = sum(values) if key in TOTALS else statistics.median(values)
+            if key in TOTALS:
+                out[key] = sum(values)
+            elif all(isinstance(v, int) for v in values):  # a count stays a count
+                out[key] = statistics.median_low(values)
+            else:
+                out[key] = statistics.median(values)
         elif all(isinstance(v, bool) for v in values):
             out[key] = any(values)
         elif all(isinstance(v, dict) for v in values):

@@ -251,6 +251,7 @@ def test_combine_takes_medians_and_adds_up_failures():
     assert out["version"] == "a"
     assert out["rounds"] == rounds
     assert combine(rounds[:1]) is rounds[0]  # one round: as measured
+    assert combine([{"delivered": 3}, {"delivered": 4}])["delivered"] == 3  # a count
     failed = combine([{"error": "cannot start: x"}, {"delivered_per_s": 5.0}])
     assert failed["error"] == "round 1 of 2: cannot start: x"
     assert failed["delivered_per_s"] == 5.0
