@@ -439,22 +439,16 @@ def test_a_busy_feed_waits_for_its_flush_interval_and_a_quiet_one_does_not():
         os.close(loop._wake_fd)
 
 
-def test_flush_interval_is_checked(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--io-threads", "0"), ("--flush-interval", "-1"), ("--flush-interval", "1001")],
+)
+def test_io_options_out_of_range_are_usage_errors(tmp_path, option, value):
     result = subprocess.run(
         [sys.executable, "-m", "securechat.server", "--cert", str(tmp_path / "none.pem"),
-         "--flush-interval", "-1"],
+         option, value],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--flush-interval" in result.stderr.splitlines()[-1]
-
-
-def test_io_threads_below_one_is_a_usage_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "securechat.server", "--cert", str(tmp_path / "none.pem"),
-         "--io-threads", "0"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "--io-threads" in result.stderr.splitlines()[-1]
+    assert option in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
