@@ -692,13 +692,13 @@ def rounds(
     Each round starts with the next server (a, b, c; b, c, a; ...), so no server always
     follows the same one; each server's rounds are then :func:`combine`-d.
     """
+    play = SCENARIOS[scenario]
     each: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for i in range(opts.repeat):
         if opts.repeat > 1:
             log(f"{scenario}: round {i + 1} of {opts.repeat}")
         start = i % len(names)
         for name in names[start:] + names[:start]:
-            play = SCENARIOS[scenario]
             each[name].append(run_one(scenario, play, name, ws, opts, peers, i + 1))
     return {name: combine(each[name]) for name in names}
 

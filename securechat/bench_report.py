@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+BOTTLENECK_PCT = 90.0  # the load generator's CPU at which its numbers are lower bounds
+
 # Table rows: "result_key label" a line; LATENCY's "{}" takes a prefix ("small room ", "chat ").
 LATENCY = "lat_p50_ms {}latency p50 ms\nlat_p99_ms {}latency p99 ms\nlat_max_ms {}latency max ms"
 COMMON = """\
@@ -72,8 +74,6 @@ def fmt(key: str, value: Any) -> str:
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
 
-
-BOTTLENECK_PCT = 90.0  # the load generator's CPU at which its numbers are lower bounds
 
 # Counts of what went wrong: over rounds they add up (a loss in any round is a loss).
 TOTALS = {"lost", "duplicated", "unseen", "disconnects", "refused", "connect_failed",

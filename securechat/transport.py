@@ -479,6 +479,7 @@ class IOThread:
         self._flush_interval = flush_interval
         self._flushed: dict[Feed, float] = {}  # feed -> when its followers were written to
         self._flush_at: float | None = None  # when the next waiting feed is due
+        self._forget_above = 64  # size of _flushed at which quiet feeds are forgotten
         self._new: list[Connection] = []
         self._woken = False
         self._stopping = False
@@ -536,8 +537,9 @@ class IOThread:
                 later = min(later, at)
         self._feeds -= due
         self._flush_at = None if later == math.inf else later
-        if len(flushed) > 2 * len(self._feeds) + 64:  # forget feeds quiet for a while
+        if len(flushed) > self._forget_above:  # forget feeds quiet for an interval
             self._flushed = {f: t for f, t in flushed.items() if t + interval > now}
+            self._forget_above = 2 * len(self._flushed) + 64  # (amortised: not every turn)
         return due
 
     def watch(self, connection: Connection) -> None:

@@ -434,6 +434,13 @@ def test_a_busy_feed_waits_for_its_flush_interval_and_a_quiet_one_does_not():
         assert loop._grown_feeds(now=10.002) == {busy}
         assert loop._flush_at is None
         assert loop._grown_feeds(now=10.003) == set()  # nothing new
+        sizes = []
+        for second in range(1000):  # a room after another, each quiet afterwards
+            feed = Feed()
+            loop.appended(feed)
+            assert loop._grown_feeds(now=20.0 + second) == {feed}
+            sizes.append(len(loop._flushed))
+        assert max(sizes) < 100  # quiet rooms are forgotten, not kept by the thousand
     finally:
         loop._epoll.close()
         os.close(loop._wake_fd)
