@@ -24,7 +24,7 @@ queue). Lock order is always room, then hub, then mailbox.
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -52,7 +52,7 @@ from .framing import DEFAULT_FRAME_LIMIT
 from .mailbox import Feed, Mailbox
 from .store import (
     AddDm,
-    AddMessage,
+    AddMessages,
     DeleteMessage,
     DmRecord,
     EditMessage,
@@ -122,14 +122,16 @@ class Room:
         self.deleting: set[int] = set()  # deletions submitted, not yet delivered
         self.closed = False  # removed from the hub; a thread holding it must look again
 
-    def broadcast(self, data: bytes, *, sender: Member | None = None, own: bytes = b"") -> None:
-        """Deliver ``data`` to every member; ``sender`` gets ``own`` instead (its ``ref``).
+    def broadcast(
+        self, *data: bytes, sender: Member | None = None, own: Sequence[bytes] = ()
+    ) -> None:
+        """Deliver ``data`` to every member; ``sender`` gets ``own`` instead (with its refs).
 
-        The hot path of a busy room: one append, whatever the number of members.
+        The hot path of a busy room: one append, whatever the number of members and frames.
         """
         if own and sender is not None:
-            sender.mailbox.stand_in(self.feed, own)
-        self.feed.append(data)
+            sender.mailbox.stand_in(self.feed, *own)
+        self.feed.append(*data)
 
     def cached(self, message_id: int) -> StoredMessage | None:
         """The message with this id if it is in the recent cache."""
@@ -299,20 +301,33 @@ class Hub:
             self._drop_if_unused(room)
 
     def send(self, member: Member, name: str, text: str, ref: str | None) -> None:
-        room = self._joined_room(member, name)
-        with room.lock:
-            room.next_id += 1
-            message = StoredMessage(id=room.next_id, user=member.user, text=text, ts=self._clock())
-            then = partial(self._sent, room, message, member, ref)
-            self._committer.submit(AddMessage(name, message), then)
+        self.send_run(member, name, [(text, ref)])
 
-    def _sent(self, room: Room, message: StoredMessage, sender: Member, ref: str | None) -> None:
+    def send_run(self, member: Member, name: str, run: Sequence[tuple[str, str | None]]) -> None:
+        """Post messages (text, ref) to a room in one go: one commit job, one append.
+
+        For a run of ``send`` frames a client pipelined (they came in one read).
+        """
+        room = self._joined_room(member, name)
+        user = member.user
         with room.lock:
-            room.last_id = message.id
+            ts, first = self._clock(), room.next_id + 1
+            room.next_id += len(run)
+            messages = [StoredMessage(first + n, user, text, ts) for n, (text, _) in enumerate(run)]
+            then = partial(self._sent, room, messages, member, [ref for _, ref in run])
+            self._committer.submit(AddMessages(name, messages), then)
+
+    def _sent(
+        self, room: Room, messages: list[StoredMessage], sender: Member, refs: list[str | None]
+    ) -> None:
+        with room.lock:
+            room.last_id = messages[-1].id
             if room.loaded:
-                room.recent.append(message)
-            data = message_bytes(room.name, message.id, message.user, message.text, message.ts)
-            room.broadcast(data, sender=sender, own=with_ref(data, ref))
+                room.recent.extend(messages)
+            name = room.name
+            data = [message_bytes(name, m.id, m.user, m.text, m.ts) for m in messages]
+            own = [with_ref(frame, ref) for frame, ref in zip(data, refs, strict=True)]
+            room.broadcast(*data, sender=sender, own=own)
 
     def edit(self, member: Member, name: str, message_id: int, text: str, ref: str | None) -> None:
         room = self._joined_room(member, name)
@@ -330,7 +345,7 @@ class Hub:
             if cached := room.cached(frame.id):
                 cached.text, cached.edited_ts = frame.text, frame.ts
             data, own = encoded(frame, ref)
-            room.broadcast(data, sender=sender, own=own)
+            room.broadcast(data, sender=sender, own=(own,))
 
     def delete(self, member: Member, name: str, message_id: int, ref: str | None) -> None:
         room = self._joined_room(member, name)
@@ -349,7 +364,7 @@ class Hub:
                 cached.deleted, cached.text = True, ""
             room.deleting.discard(frame.id)
             data, own = encoded(frame, ref)
-            room.broadcast(data, sender=sender, own=own)
+            room.broadcast(data, sender=sender, own=(own,))
 
     def history(
         self,

@@ -68,12 +68,20 @@ class Feed:
         base, frames, _, _ = self._log
         return base + len(frames)
 
-    def append(self, data: bytes) -> None:
-        """Add one encoded frame for every follower (under the room's lock)."""
+    def append(self, *data: bytes) -> None:
+        """Add encoded frames, in order, for every follower (under the room's lock).
+
+        The followers' listeners are told once, however many frames.
+        """
         _, frames, ends, _ = self._log
-        frames.append(data)
-        self._bytes += len(data)
-        ends.append(self._bytes)
+        total = self._bytes
+        sizes = []
+        for frame in data:
+            total += len(frame)
+            sizes.append(total)
+        frames += data  # (before ``ends``: see the module's docstring)
+        ends += sizes
+        self._bytes = total
         if len(frames) >= self._trim_at:
             self.trim()
         for listener in self.followers:
@@ -176,19 +184,20 @@ class Mailbox:
             self.sealed = True
             self.ready()
 
-    def stand_in(self, feed: Feed, data: bytes) -> None:
-        """Send ``data`` instead of the frame ``feed`` appends next (under the room's lock).
+    def stand_in(self, feed: Feed, *data: bytes) -> None:
+        """Send ``data`` instead of the frames ``feed`` appends next (under the room's lock).
 
-        The sender of a message gets its copy with its ``ref`` in the place of the
-        copy everyone else gets. Nothing happens if this mailbox does not follow ``feed``.
+        The sender of messages gets its copies with their ``ref`` in the place of the
+        copies everyone else gets. Nothing happens if this mailbox does not follow ``feed``.
         """
         with self.lock:
             if feed not in self.cursors or self.done or self.overflow or self.sealed:
                 return
             self._drain()
-            if not self.overflow:
-                self._queue(data)
-            self.cursors[feed] = feed.end + 1
+            for frame in data:
+                if not self.overflow:
+                    self._queue(frame)
+            self.cursors[feed] = feed.end + len(data)
             self.ready()
 
     def follow(self, feed: Feed) -> None:

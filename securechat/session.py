@@ -130,27 +130,59 @@ class Session:
         return bool(self._held)
 
     def receive_line(self, line: bytes) -> None:
-        """Handle one frame line from the client (the transport's thread).
+        """Handle one frame line from the client (see :meth:`receive_lines`)."""
+        if self._held:  # (a transport feeds no lines meanwhile; this keeps the order)
+            if not (self.closing or self.doomed):
+                frame = self._parse(line)
+                if isinstance(frame, ProtocolError):
+                    self.answer(frame)
+                else:
+                    self._held.append(frame)
+            return
+        self.receive_lines(deque((line,)))
+
+    def receive_lines(self, lines: deque[bytes]) -> None:
+        """Handle frame lines from the front of ``lines`` (the transport's thread).
 
         Replies keep the order of requests. Writes (send, edit, delete, dm) are
         answered after their commit, so they may be pipelined; any other request
         that comes while writes are pending is held until they are delivered (see
-        :meth:`resume`), and an error meanwhile is queued behind them.
+        :meth:`resume`), and an error meanwhile is queued behind them. Lines are
+        taken until one is held (:attr:`waiting`) or the session closes; a run of
+        ``send`` frames to one room is carried out as one batch (one commit job, one
+        append to the room's feed), which is what a client that pipelines sends.
         """
-        if self.closing or self.doomed:
-            return
+        run: list[Send] = []
+        while lines and not self._held and not self.closing and not self.doomed:
+            frame = self._parse(lines.popleft())
+            if isinstance(frame, Send) and self.logged_in:
+                if run and frame.room != run[0].room:
+                    self._send_run(run)
+                    run = []
+                run.append(frame)
+                continue
+            if run:
+                self._send_run(run)
+                run = []
+            if isinstance(frame, ProtocolError):
+                self.answer(frame)
+            elif self._pending and not isinstance(frame, WRITES):
+                self._held.append(frame)
+            else:
+                self._handle(frame)
+        if run:
+            self._send_run(run)
+        if self.doomed:
+            lines.clear()  # nothing more is read from a client being disconnected
+
+    def _parse(self, line: bytes) -> AnyClientFrame | ProtocolError:
+        """The frame on ``line``, or the error to answer it with (over the rate, invalid)."""
         if self._bucket is not None and (wait := self._bucket.take()):
-            self._refuse(wait, salvage_ref(line))
-            return
+            return self._refusal(wait, salvage_ref(line))
         try:
-            frame = parse_client_frame(line)
+            return parse_client_frame(line)
         except ProtocolError as error:
-            self.answer(error)
-            return
-        if self._held or (self._pending and not isinstance(frame, WRITES)):
-            self._held.append(frame)
-        else:
-            self._handle(frame)
+            return error
 
     def resume(self) -> None:
         """Handle held requests that may go now (the transport's thread, after a wake-up)."""
@@ -160,15 +192,41 @@ class Session:
             self._handle(self._held.popleft())
 
     def _handle(self, frame: AnyClientFrame) -> None:
+        self._carry_out(partial(self._dispatch, frame), [frame])
+
+    def _send_run(self, run: list[Send]) -> None:
+        """Post a run of ``send`` frames to one room as one batch."""
+        if len(run) == 1:
+            self._handle(run[0])
+            return
+        posts = [(frame.text, frame.ref) for frame in run]
+
+        def post() -> None:
+            self.hub.send_run(self, run[0].room, posts)
+            self._await_commit()
+
+        self._carry_out(post, run)
+
+    def _carry_out(self, action: Callable[[], None], frames: list[AnyClientFrame]) -> None:
+        """Run ``action`` for ``frames``; if it fails, answer each frame with the error."""
         try:
-            self._dispatch(frame)
+            action()
         except ProtocolError as error:
-            error.ref = frame.ref
-            self.answer(error)
+            for frame in frames:
+                self.answer(
+                    ProtocolError(
+                        error.code,
+                        error.message,
+                        ref=frame.ref,
+                        fatal=error.fatal,
+                        retry_after=error.retry_after,
+                    )
+                )
         except Exception:  # a bug of ours: say so, keep the connection, keep the log
-            log.exception("internal error handling %s from %s", frame.type, self.user or "-")
-            self.answer(ProtocolError("internal", "internal server error; the request was "
-                                       "not carried out", ref=frame.ref))  # fmt: skip
+            log.exception("internal error handling %s from %s", frames[0].type, self.user or "-")
+            for frame in frames:
+                self.answer(ProtocolError("internal", "internal server error; the request "
+                                          "was not carried out", ref=frame.ref))  # fmt: skip
 
     def answer(self, error: ProtocolError) -> None:
         """Report ``error`` now, or after the writes still pending if there are any.
@@ -183,17 +241,16 @@ class Session:
         else:
             self.fail(error)
 
-    def _refuse(self, wait: float, ref: str | None) -> None:
-        """Turn away a frame over the rate; drop a client that keeps flooding."""
+    def _refusal(self, wait: float, ref: str | None) -> ProtocolError:
+        """The answer to a frame over the rate; fatal for a client that keeps flooding."""
         now = self._clock()
         self._refusals = max(0.0, self._refusals - (now - self._refusals_stamp)) + 1
         self._refusals_stamp = now
         if self._refusals > self._max_refusals:
-            self.answer(ProtocolError("rate_limited", "too many frames refused; disconnecting",
-                                      ref=ref, retry_after=wait, fatal=True))  # fmt: skip
-        else:
-            self.answer(ProtocolError("rate_limited", "slow down: frame refused", ref=ref,
-                                       retry_after=wait))  # fmt: skip
+            return ProtocolError("rate_limited", "too many frames refused; disconnecting",
+                                 ref=ref, retry_after=wait, fatal=True)  # fmt: skip
+        return ProtocolError("rate_limited", "slow down: frame refused", ref=ref,
+                             retry_after=wait)  # fmt: skip
 
     def close(self) -> None:
         """The connection is gone: leave every room. Safe to call more than once."""

@@ -1,6 +1,6 @@
 """Durable history: the storage interface, its SQLite implementation, group commit.
 
-The hub never talks SQL. It hands *writes* (:class:`AddMessage`, :class:`EditMessage`,
+The hub never talks SQL. It hands *writes* (:class:`AddMessages`, :class:`EditMessage`,
 :class:`DeleteMessage`, :class:`AddDm`, :class:`SetDmMarker`) to a *committer* with
 a callback to run once the write is durable, and reads history through the
 :class:`Store` methods. A server-grade database can replace :class:`SqliteStore`
@@ -21,7 +21,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -91,9 +91,11 @@ class DmRecord:
 
 
 @dataclass(frozen=True)
-class AddMessage:
+class AddMessages:
+    """New messages of one room, ids in order (a run one client sent in one go)."""
+
     room: str
-    message: StoredMessage
+    messages: Sequence[StoredMessage]
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class SetDmMarker:
     last_id: int
 
 
-Write = AddMessage | EditMessage | DeleteMessage | AddDm | SetDmMarker
+Write = AddMessages | EditMessage | DeleteMessage | AddDm | SetDmMarker
 
 
 class Store(Protocol):
@@ -225,10 +227,10 @@ class SqliteStore:
         with self._write_lock, self._transaction(self._writer):
             conn = self._writer
             for w in writes:
-                if isinstance(w, AddMessage):
-                    m = w.message
-                    new_rows.append((w.room, m.id, m.user, m.text, m.ts))
-                    last_ids[w.room] = max(last_ids.get(w.room, 0), m.id)
+                if isinstance(w, AddMessages):
+                    room = w.room
+                    new_rows += [(room, m.id, m.user, m.text, m.ts) for m in w.messages]
+                    last_ids[room] = max(last_ids.get(room, 0), w.messages[-1].id)
                     continue
                 if new_rows:  # keep the order of the writes
                     insert_new_rows()

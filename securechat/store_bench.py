@@ -17,7 +17,7 @@ from pathlib import Path
 from .frames import timestamp
 from .hub import Hub
 from .mailbox import Mailbox
-from .store import AddMessage, GroupCommitter, SqliteStore, StoredMessage
+from .store import AddMessages, GroupCommitter, SqliteStore, StoredMessage
 
 
 def throughput(path: Path, *, fsync: bool, rooms: int, window: int, seconds: float) -> float:
@@ -42,7 +42,7 @@ def throughput(path: Path, *, fsync: bool, rooms: int, window: int, seconds: flo
                 continue
             n += 1
             message = StoredMessage(id=n, user="bench", text=text, ts=timestamp())
-            committer.submit(AddMessage(room, message), ack)
+            committer.submit(AddMessages(room, [message]), ack)
 
     threads = [threading.Thread(target=sender, args=(i,)) for i in range(rooms)]
     start = time.perf_counter()
@@ -69,7 +69,7 @@ def restart(path: Path, *, messages: int, rooms: int) -> float:
     per_room = messages // rooms
     for r in range(rooms):
         for n in range(1, per_room + 1):
-            batch.append(AddMessage(f"room{r}", StoredMessage(n, "bench", f"m{n}", timestamp())))
+            batch.append(AddMessages(f"room{r}", [StoredMessage(n, "bench", f"m{n}", timestamp())]))
             if len(batch) == 10_000:
                 store.write(batch)
                 batch.clear()

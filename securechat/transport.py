@@ -234,12 +234,11 @@ class Connection(Mailbox):
         if not self.held and not self.in_worker and not session.closing and not session.doomed:
             self._read()
         while self.held and not session.waiting and not session.closing and not self.in_worker:
-            line = self.held.popleft()
             if session.logged_in:
-                session.receive_line(line)
+                session.receive_lines(self.held)  # (as many as it takes: sends in runs)
             else:  # may run bcrypt: not on this thread
                 self.in_worker = True
-                self.server.workers.submit(self._handle_in_worker, line)
+                self.server.workers.submit(self._handle_in_worker, self.held.popleft())
         self._flush()
         if session.closing and not self.in_worker:
             self.state = "closing"

@@ -81,6 +81,26 @@ def test_stand_in_replaces_the_next_frame_for_the_sender_only() -> None:
     assert take_all(other) == [frame("m1"), frame("m2"), frame("m3")]
 
 
+def test_a_run_of_frames_is_one_append_and_the_sender_gets_its_own_run() -> None:
+    feed, sender, other, recorder = Feed(), Mailbox(), Mailbox(), Recorder()
+    sender.follow(feed)
+    other.follow(feed)
+    watcher = Mailbox(listener=recorder)
+    watcher.follow(feed)
+    feed.append(frame("m1"))
+    sender.stand_in(feed, frame("m2-own"), frame("m3-own"))
+    feed.append(frame("m2"), frame("m3"))
+    feed.append(frame("m4"))
+    assert recorder.calls == [feed] * 3  # told once per append, not once per frame
+    assert take_all(sender) == [frame(n) for n in ("m1", "m2-own", "m3-own", "m4")]
+    assert take_all(other) == [frame(n) for n in ("m1", "m2", "m3", "m4")]
+    chunks = []  # a one-byte budget takes one frame a chunk: each frame's end is right
+    while data := watcher.next_chunk(1):
+        chunks.append(data)
+    assert chunks == [frame(n) for n in ("m1", "m2", "m3", "m4")]
+    assert feed.behind(0) == (4, sum(len(frame(n)) for n in ("m1", "m2", "m3", "m4")))
+
+
 def test_stand_in_with_the_plain_frame_not_appended_yet_gives_nothing_early() -> None:
     feed, sender = Feed(), Mailbox()
     sender.follow(feed)

@@ -371,6 +371,35 @@ def test_json_reply_is_one_line_per_frame(connect):
     assert alice.recv()["type"] == "rooms"
 
 
+def test_sends_pipelined_in_one_write_are_each_answered_in_order(connect):
+    """A run of sends in one TLS record is carried out as a batch; every frame still
+    gets its own answer, in order, errors included, and every member sees each once."""
+    alice, bob = connect("alice"), connect("bob")
+    for client in (alice, bob):
+        assert client.request(type="join", room="burst")["type"] == "joined"
+    alice.wait_for(lambda f: f["type"] == "presence" and f["user"] == "bob")
+    frames = [{"type": "send", "room": "burst", "text": f"m{n}", "ref": f"s{n}"} for n in range(8)]
+    frames[3:3] = [{"type": "send", "ref": "bad"}, {"type": "send", "room": "elsewhere",
+                                                     "text": "x", "ref": "away"}]  # fmt: skip
+    frames.append({"type": "ping", "ref": "last"})
+    alice.send_raw(b"".join(json.dumps(frame).encode() + b"\n" for frame in frames))
+    replies = [alice.recv() for _ in frames]
+    assert [(f["type"], f.get("ref"), f.get("code")) for f in replies] == [
+        ("message", "s0", None), ("message", "s1", None), ("message", "s2", None),
+        ("error", "bad", "bad_frame"), ("error", "away", "not_member"),
+        *[("message", f"s{n}", None) for n in range(3, 8)],
+        ("pong", "last", None),
+    ]  # fmt: skip
+    messages = [f for f in replies if f["type"] == "message"]
+    assert [f["id"] for f in messages] == list(range(1, 9))
+    seen = [bob.recv() for _ in range(8)]
+    assert [(f["type"], f["id"], f["text"], "ref" in f) for f in seen] == [
+        ("message", n + 1, f"m{n}", False) for n in range(8)
+    ]
+    history = alice.request(type="history", room="burst")
+    assert [m["text"] for m in history["messages"]] == [f"m{n}" for n in range(8)]
+
+
 @pytest.mark.parametrize(
     "io_threads",
     [

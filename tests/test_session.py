@@ -1,6 +1,7 @@
 """Unit tests of Session: one connection's protocol state, driven without sockets."""
 
 import json
+from collections import deque
 
 import pytest
 
@@ -426,3 +427,61 @@ def test_pipelined_writes_share_a_barrier_and_later_requests_wait_for_all() -> N
     assert not session.waiting
     send(session, {"type": "send", "room": "lobby", "text": "again", "ref": "s4"})
     assert len(committer.queue) == 2  # a new barrier once the last one has passed
+
+
+def test_a_run_of_sends_in_one_read_is_one_commit_and_replies_keep_the_order() -> None:
+    store = SqliteStore(":memory:")
+    committer = StepCommitter(store)
+    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    session, outbox = logged_in(hub)
+    bob, bob_box = logged_in(hub, "bob")
+    while committer.queue:  # the logins' catch-up
+        committer.step()
+    for who in (session, bob):
+        send(who, {"type": "join", "room": "lobby"})
+    send(session, {"type": "join", "room": "side"})
+    outbox.take(), bob_box.take()
+
+    def line(room: str, ref: str) -> bytes:
+        return json.dumps({"type": "send", "room": room, "text": f"t-{ref}", "ref": ref}).encode()
+
+    lines = deque(
+        [line("lobby", "a1"), line("lobby", "a2"), line("lobby", "a3"),
+         b'{"type":"send","ref":"bad"}',  # no room: bad_frame, between two runs
+         line("side", "b1"), line("side", "b2"),
+         line("nowhere", "n1"), line("nowhere", "n2"),  # not joined: an error each
+         line("lobby", "c1"),
+         b'{"type":"members","room":"lobby","ref":"who"}',  # waits for the writes
+         line("lobby", "after")]
+    )  # fmt: skip
+    session.receive_lines(lines)
+    assert session.waiting and list(lines) == [line("lobby", "after")]  # the rest waits
+    writes = [write for write, _ in committer.queue if write is not None]
+    assert [(w.room, [m.text for m in w.messages]) for w in writes] == [
+        ("lobby", ["t-a1", "t-a2", "t-a3"]),
+        ("side", ["t-b1", "t-b2"]),
+        ("lobby", ["t-c1"]),
+    ]
+    replies = []
+    while committer.queue:
+        committer.step()
+        session.resume()
+        replies += outbox.take()
+    assert [(f["type"], f.get("ref"), f.get("code")) for f in replies] == [
+        ("message", "a1", None), ("message", "a2", None), ("message", "a3", None),
+        ("error", "bad", "bad_frame"),
+        ("message", "b1", None), ("message", "b2", None),
+        ("error", "n1", "not_member"), ("error", "n2", "not_member"),
+        ("message", "c1", None),
+        ("members", "who", None),
+    ]  # fmt: skip
+    lobby = [f for f in replies if f["type"] == "message" and f["room"] == "lobby"]
+    assert [f["id"] for f in lobby] == [1, 2, 3, 4]
+    seen = bob_box.take()
+    assert [(f["id"], f["text"]) for f in seen] == [(1, "t-a1"), (2, "t-a2"), (3, "t-a3"),
+                                                    (4, "t-c1")]  # fmt: skip
+    assert all("ref" not in f for f in seen)
+    assert [m.text for m in store.recent("lobby", 10)] == [
+        "t-a1", "t-a2", "t-a3", "t-c1"]  # fmt: skip
+    session.receive_lines(lines)  # the held line's turn
+    assert not lines and len(committer.queue) == 2  # its write and a new barrier

@@ -9,7 +9,7 @@ from securechat.exceptions import StoreError
 from securechat.store import (
     SCHEMA_VERSION,
     AddDm,
-    AddMessage,
+    AddMessages,
     DeleteMessage,
     DmRecord,
     EditMessage,
@@ -46,7 +46,7 @@ def test_newer_database_is_refused_with_a_clear_message(tmp_path):
 
 def test_writes_reads_and_counters(tmp_path):
     store = SqliteStore(tmp_path / "db")
-    store.write([AddMessage("lobby", message(n)) for n in range(1, 6)])
+    store.write([AddMessages("lobby", [message(n)]) for n in range(1, 6)])
     store.write([EditMessage("lobby", 2, "two", TS), DeleteMessage("lobby", 3)])
     assert store.room_counters() == {"lobby": 5}
     assert store.message("lobby", 3).deleted and store.message("lobby", 3).text == ""
@@ -74,9 +74,9 @@ def test_dms_and_markers(tmp_path):
 
 def test_a_failed_transaction_writes_nothing(tmp_path):
     store = SqliteStore(tmp_path / "db")
-    store.write([AddMessage("lobby", message(1))])
+    store.write([AddMessages("lobby", [message(1)])])
     with pytest.raises(sqlite3.IntegrityError):
-        store.write([AddMessage("lobby", message(2)), AddMessage("lobby", message(1))])
+        store.write([AddMessages("lobby", [message(2)]), AddMessages("lobby", [message(1)])])
     assert store.room_counters() == {"lobby": 1}
     store.close()
 
@@ -87,7 +87,7 @@ def test_group_committer_batches_and_keeps_order(tmp_path):
     seen: list[int] = []
     done = threading.Event()
     for n in range(1, 2001):
-        committer.submit(AddMessage("lobby", message(n)), lambda n=n: seen.append(n))
+        committer.submit(AddMessages("lobby", [message(n)]), lambda n=n: seen.append(n))
     committer.submit(None, done.set)
     assert done.wait(10)
     assert seen == list(range(1, 2001))
@@ -105,11 +105,11 @@ def test_store_bench_runs(capsys):
 
 def test_a_failed_commit_acknowledges_nothing_but_barriers_pass(tmp_path):
     store = SqliteStore(tmp_path / "db")
-    store.write([AddMessage("lobby", message(1))])
+    store.write([AddMessages("lobby", [message(1)])])
     committer = GroupCommitter(store)
     acked: list[int] = []
     passed = threading.Event()
-    committer.submit(AddMessage("lobby", message(1)), lambda: acked.append(1))  # duplicate id
+    committer.submit(AddMessages("lobby", [message(1)]), lambda: acked.append(1))  # duplicate id
     committer.submit(None, passed.set)
     assert passed.wait(10)
     assert acked == []
