@@ -79,7 +79,7 @@ class Limits:
     # The members of a busy room are written its frames at most once per this many
     # seconds (per I/O thread): frames appended meanwhile go out together. A frame after
     # a quiet spell goes out at once; replies and direct messages never wait.
-    flush_interval: float = 0.002
+    flush_interval: float = 0.005
 
 
 class _Closed(Exception):
