@@ -441,6 +441,38 @@ def test_a_room_reaches_members_on_every_io_thread_once_in_order(connect, io_thr
         assert all(numbers == list(range(25)) for numbers in seen.values())
 
 
+@pytest.mark.limits(io_threads=1, flush_interval=0.05, **UNMETERED)
+def test_members_of_a_busy_room_get_everything_whatever_their_position(connect):
+    """With one I/O thread and a long flush interval, the members of a room wait at
+    different positions in its feed: in step (who share one joined block), far behind
+    (more than a write's worth), with replies of their own queued, or in a second room.
+    Every member still gets every message once, in order."""
+    users = ["alice", "bob", "carol", "dave"]
+    clients = {user: connect(user) for user in users}
+    for client in clients.values():
+        assert client.request(type="join", room="busy")["type"] == "joined"
+    assert clients["dave"].request(type="join", room="other")["type"] == "joined"
+    for user in ("alice", "bob", "carol"):  # everyone has joined
+        clients[user].wait_for(lambda f: f["type"] == "presence" and f["user"] == "dave")
+    text = "x" * 2000
+    burst = b"".join(
+        json.dumps({"type": "send", "room": "busy", "text": f"{n} {text}"}).encode() + b"\n"
+        for n in range(200)
+    )  # 200 frames of about 2 KB: more than one write's worth (256 KiB) behind
+    clients["alice"].send_raw(burst)
+    clients["carol"].send(type="ping", ref="mine")  # a reply queued among the room's frames
+    clients["alice"].send_raw(burst)
+    for user, client in clients.items():
+        numbers = []
+        while len(numbers) < 400:
+            frame = client.recv()
+            if frame["type"] in ("pong", "presence"):
+                continue
+            assert frame["type"] == "message" and frame["room"] == "busy", frame
+            numbers.append(int(frame["text"].split()[0]))
+        assert numbers == list(range(200)) * 2, user
+
+
 def test_a_busy_feed_waits_for_its_flush_interval_and_a_quiet_one_does_not():
     loop = IOThread("test", flush_interval=0.002)
     busy, quiet = Feed(), Feed()
