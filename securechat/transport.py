@@ -296,26 +296,19 @@ class Connection(Mailbox):
         if block is None:
             self.write_feeds()
             return
-        data, tls = block[0], self.tls
-        if not data or tls is None:
+        if not block[0]:
             return
+        self.pending = block[0]
         try:
-            sent = tls.send(data)
-        except ssl.SSLWantWriteError:
-            self.pending, self.want_write = data, True
-        except ssl.SSLWantReadError:
-            self.pending, self.want_read = data, True
+            waiting = not self._send_pending()
         except (OSError, ssl.SSLError) as exc:
             log.debug("%r: %s", self, exc)
             self._finish()
             return
-        else:
-            if sent == len(data):
-                return
-            self.pending = data[sent:]
+        if waiting:
+            self.loop.watch(self)  # for the socket to take the rest
+        elif self.pending:  # (a part was taken: the general path sends the rest)
             self.write_feeds()
-            return
-        self.loop.watch(self)
 
     def _handle_in_worker(self, line: bytes) -> None:
         try:
@@ -368,16 +361,23 @@ class Connection(Mailbox):
                 self.pending = self.next_chunk(WRITE_CHUNK)
                 if not self.pending:
                     return
-            try:
-                sent = self.tls.send(self.pending)
-            except ssl.SSLWantWriteError:
-                self.want_write = True
+            if not self._send_pending():
                 return
-            except ssl.SSLWantReadError:
-                self.want_read = True
-                return
-            self.pending = self.pending[sent:]
         self.wake()  # a busy writer: come back after the others
+
+    def _send_pending(self) -> bool:
+        """Write :attr:`pending` (or some of it); False if the socket must be waited for."""
+        assert self.tls is not None
+        try:
+            sent = self.tls.send(self.pending)
+        except ssl.SSLWantWriteError:
+            self.want_write = True
+            return False
+        except ssl.SSLWantReadError:
+            self.want_read = True
+            return False
+        self.pending = self.pending[sent:]
+        return True
 
     def _check_timers(self) -> None:
         now, limits, session = time.monotonic(), self.limits, self.session
