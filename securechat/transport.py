@@ -51,6 +51,12 @@ log = logging.getLogger("securechat.server")
 READ_SIZE = 65536
 READS_PER_TURN = 16  # then let the other connections of the thread have a turn
 WRITE_CHUNK = 256 * 1024
+# A TLS record carries at most 16 KiB and OpenSSL writes each record with its own
+# write(2); with TCP_NODELAY each would be a segment of its own (the loopback or network
+# round of the kernel's TCP send and receive path). A larger write is corked so that its
+# records leave together. Linux only; elsewhere records go one by one.
+TLS_RECORD = 16384
+TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 LINGER_SECONDS = 1.0
 SLOW_CONSUMER = error_frame("slow_consumer", "you are not reading fast enough; disconnecting")
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
@@ -368,6 +374,9 @@ class Connection(Mailbox):
     def _send_pending(self) -> bool:
         """Write :attr:`pending` (or some of it); False if the socket must be waited for."""
         assert self.tls is not None
+        corked = TCP_CORK is not None and len(self.pending) > TLS_RECORD
+        if corked:
+            self.tls.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 1)
         try:
             sent = self.tls.send(self.pending)
         except ssl.SSLWantWriteError:
@@ -376,6 +385,9 @@ class Connection(Mailbox):
         except ssl.SSLWantReadError:
             self.want_read = True
             return False
+        finally:
+            if corked:  # (whatever happened: nothing may wait for the cork's timer)
+                self.tls.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 0)
         self.pending = self.pending[sent:]
         return True
 

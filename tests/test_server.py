@@ -15,7 +15,7 @@ from securechat import PROTOCOL_VERSION, __version__
 from securechat.mailbox import Feed
 from securechat.passwd import delete_user, set_password
 from securechat.server import Limits
-from securechat.transport import IOThread
+from securechat.transport import TCP_CORK, TLS_RECORD, Connection, IOThread
 
 from .chatclient import ChatClient
 from .conftest import UNMETERED, USERS, run_server
@@ -471,6 +471,70 @@ def test_members_of_a_busy_room_get_everything_whatever_their_position(connect):
             assert frame["type"] == "message" and frame["room"] == "busy", frame
             numbers.append(int(frame["text"].split()[0]))
         assert numbers == list(range(200)) * 2, user
+
+
+@pytest.mark.skipif(TCP_CORK is None, reason="TCP_CORK is Linux's")
+@pytest.mark.limits(io_threads=1, flush_interval=0.05, **UNMETERED)
+def test_a_block_of_several_tls_records_arrives_whole_and_uncorks(server, connect):
+    """A member behind by more than one TLS record (16 KiB) gets them in one corked
+    write: every frame arrives, and no server socket is left corked afterwards (its
+    records would otherwise wait for the kernel's 200 ms cork timer)."""
+    clients = [connect(user) for user in ("alice", "bob", "carol")]
+    for client in clients:
+        assert client.request(type="join", room="big")["type"] == "joined"
+    for client in clients[:2]:
+        client.wait_for(lambda f: f["type"] == "presence" and f["user"] == "carol")
+    burst = b"".join(
+        json.dumps({"type": "send", "room": "big", "text": f"{n} {'y' * 1000}"}).encode() + b"\n"
+        for n in range(60)
+    )  # about 62 KiB of frames, appended to the room's feed in one run: four records
+    clients[0].send_raw(burst)
+    for client in clients:
+        numbers = [int(client.expect("message")["text"].split()[0]) for _ in range(60)]
+        assert numbers == list(range(60))
+    corks = [c.tls.getsockopt(socket.IPPROTO_TCP, TCP_CORK) for c in server._connections]
+    assert corks == [0, 0, 0]
+
+
+class RecordingTls:
+    """The part of an SSLSocket that ``_send_pending`` uses; records the cork."""
+
+    def __init__(self, outcome: int | Exception) -> None:
+        self.outcome = outcome
+        self.calls: list[tuple[str, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        assert (level, option) == (socket.IPPROTO_TCP, TCP_CORK)
+        self.calls.append(("cork", value))
+
+    def send(self, data: bytes) -> int:
+        self.calls.append(("send", len(data)))
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.mark.skipif(TCP_CORK is None, reason="TCP_CORK is Linux's")
+@pytest.mark.parametrize(
+    ("size", "outcome", "calls"),
+    [
+        (TLS_RECORD, TLS_RECORD, [("send", TLS_RECORD)]),  # one record: no cork
+        (TLS_RECORD + 1, TLS_RECORD + 1, [("cork", 1), ("send", TLS_RECORD + 1), ("cork", 0)]),
+        (100_000, ssl.SSLWantWriteError(), [("cork", 1), ("send", 100_000), ("cork", 0)]),
+        (100_000, ssl.SSLWantReadError(), [("cork", 1), ("send", 100_000), ("cork", 0)]),
+        (100_000, ConnectionResetError(), [("cork", 1), ("send", 100_000), ("cork", 0)]),
+    ],
+)
+def test_a_write_of_several_records_is_corked_and_always_uncorked(size, outcome, calls):
+    connection = Connection.__new__(Connection)  # only what _send_pending touches
+    connection.tls = RecordingTls(outcome)  # type: ignore[assignment]
+    connection.pending, connection.want_write, connection.want_read = b"x" * size, False, False
+    if isinstance(outcome, ConnectionResetError):
+        with pytest.raises(ConnectionResetError):
+            connection._send_pending()
+    else:
+        assert connection._send_pending() is isinstance(outcome, int)
+    assert connection.tls.calls == calls  # type: ignore[union-attr]
 
 
 def test_a_busy_feed_waits_for_its_flush_interval_and_a_quiet_one_does_not():
