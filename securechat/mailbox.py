@@ -236,13 +236,16 @@ class Mailbox:
     def next_chunk(self, budget: int) -> bytes:
         """Take about ``budget`` bytes of what is waiting, in order, as one block."""
         with self.lock:
-            parts: list[bytes] = []
-            size = 0
             queue = self.queue
-            while queue and size < budget:
-                part = queue.popleft()
-                parts.append(part)
-                size += len(part)
+            if self.queued_bytes <= budget:  # all of it in one go: the usual case (e.g.
+                parts, size = list(queue), self.queued_bytes  # a sender's own copies)
+                queue.clear()
+            else:
+                parts, size = [], 0
+                while queue and size < budget:
+                    part = queue.popleft()
+                    parts.append(part)
+                    size += len(part)
             self.queued_bytes -= size
             if size < budget and not (self.sealed or self.overflow or self.done):
                 for feed, cursor in self.cursors.items():
