@@ -237,8 +237,10 @@ class Mailbox:
         """Take about ``budget`` bytes of what is waiting, in order, as one block."""
         with self.lock:
             queue = self.queue
-            if self.queued_bytes <= budget:  # all of it in one go: the usual case (e.g.
-                parts, size = list(queue), self.queued_bytes  # a sender's own copies)
+            # All of it in one go when it fits: the usual case (a sender's queue holds
+            # its room's frames and its own copies every turn).
+            if self.queued_bytes <= budget:
+                parts, size = list(queue), self.queued_bytes
                 queue.clear()
             else:
                 parts, size = [], 0

@@ -52,9 +52,9 @@ READ_SIZE = 65536
 READS_PER_TURN = 16  # then let the other connections of the thread have a turn
 WRITE_CHUNK = 256 * 1024
 # A TLS record carries at most 16 KiB and OpenSSL writes each record with its own
-# write(2); with TCP_NODELAY each would be a segment of its own (the loopback or network
-# round of the kernel's TCP send and receive path). A larger write is corked so that its
-# records leave together. Linux only; elsewhere records go one by one.
+# write(2); with TCP_NODELAY each record would leave as a segment of its own, paying the
+# kernel's TCP send path (and on loopback the receive path) each time. A larger write is
+# corked so that its records leave together. Linux only; elsewhere they go one by one.
 TLS_RECORD = 16384
 TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 LINGER_SECONDS = 1.0

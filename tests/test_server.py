@@ -487,7 +487,7 @@ def test_a_block_of_several_tls_records_arrives_whole_and_uncorks(server, connec
     burst = b"".join(
         json.dumps({"type": "send", "room": "big", "text": f"{n} {'y' * 1000}"}).encode() + b"\n"
         for n in range(60)
-    )  # about 62 KiB of frames, appended to the room's feed in one run: four records
+    )  # about 62 KiB of frames: each member's writes are more than one record
     clients[0].send_raw(burst)
     for client in clients:
         numbers = [int(client.expect("message")["text"].split()[0]) for _ in range(60)]
