@@ -39,6 +39,11 @@ class ProtocolError(SecurechatError):
         self.fatal = fatal
         self.retry_after = retry_after
 
+    def for_ref(self, ref: str | None) -> "ProtocolError":
+        """The same error answering the request with ``ref`` (a new one; this one is kept)."""
+        return ProtocolError(self.code, self.message, ref=ref, fatal=self.fatal,
+                             retry_after=self.retry_after)  # fmt: skip
+
 
 class FrameTooLarge(ProtocolError):
     """The peer sent more than the frame limit without a newline."""

@@ -213,15 +213,7 @@ class Session:
             action()
         except ProtocolError as error:
             for frame in frames:
-                self.answer(
-                    ProtocolError(
-                        error.code,
-                        error.message,
-                        ref=frame.ref,
-                        fatal=error.fatal,
-                        retry_after=error.retry_after,
-                    )
-                )
+                self.answer(error.for_ref(frame.ref))
         except Exception:  # a bug of ours: say so, keep the connection, keep the log
             log.exception("internal error handling %s from %s", frames[0].type, self.user or "-")
             for frame in frames:
