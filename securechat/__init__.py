@@ -1,13 +1,19 @@
 """securechat: a small multi-room chat server and terminal client over TLS.
 
-The package is layered as in STYLE.md: pure protocol code at the bottom
-(:mod:`securechat.frames`, :mod:`securechat.framing`, :mod:`securechat.hub`), the
-password file beside it (:mod:`securechat.passwd`), and thin I/O layers on top
-(:mod:`securechat.server`, :mod:`securechat.client`).
+One folder per part, with rules about who imports whom that ``lint-imports`` checks
+(the contracts are in ``pyproject.toml``):
+
+* :mod:`securechat.protocol`: what both ends share (frame models, line framing, names,
+  the protocol document). Imports no other part.
+* :mod:`securechat.server`: the chat server (hub, mailboxes, sessions, store, limits,
+  password file, transport). Never imports the client.
+* :mod:`securechat.client`: the terminal client. Never imports the server.
+* :mod:`securechat.admin`: ``securechat-adduser`` and ``securechat-certs``.
+* :mod:`securechat.bench`: the benchmarks; nothing else imports them.
+
+:mod:`securechat.exceptions` is the one exception tree, which every part may use.
 """
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
-DEFAULT_PORT = 7443
 
-__all__ = ["DEFAULT_PORT", "PROTOCOL_VERSION", "__version__"]
+__all__ = ["__version__"]

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from securechat.certs import CertPaths, make_certs
-from securechat.passwd import PasswordFile, set_password
-from securechat.server import Limits, Server, durable_hub, make_server_context
-
-from .chatclient import ChatClient
+from securechat.admin.certs import CertPaths, make_certs
+from securechat.server.cli import Limits, Server, durable_hub, make_server_context
+from securechat.server.passwd import PasswordFile, set_password
+from tests.chatclient import ChatClient
 
 USERS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dave", "admin")}
 

@@ -2,7 +2,7 @@
 
 import json
 
-from securechat.mailbox import Mailbox
+from securechat.server.mailbox import Mailbox
 
 
 class Outbox(Mailbox):

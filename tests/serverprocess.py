@@ -18,7 +18,7 @@ class ServerProcess:
     def __init__(self, cert: Path, passwd: Path, data_dir: Path, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "securechat.server", "--cert", str(cert), "--passwd",
+            [sys.executable, "-m", "securechat.server.cli", "--cert", str(cert), "--passwd",
              str(passwd), "--data-dir", str(data_dir), "--port", "0", *args],
             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
         )  # fmt: skip

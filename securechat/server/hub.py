@@ -1,0 +1,448 @@
+"""The room hub: who is in which room, and which frames go to which connections.
+
+Pure code: no sockets and no threads of its own. The transport calls it from each
+connection's thread; a *member* is anything with a ``user``, the set of ``rooms``
+it has joined, and a :class:`~securechat.mailbox.Mailbox` for its outgoing frames.
+A room broadcasts by appending the encoded frame once to its
+:class:`~securechat.mailbox.Feed`, which every member's mailbox follows; replies go
+to the one mailbox with ``push``.
+
+Durability: every message, edit, deletion and direct message is handed to the
+*committer* (see :mod:`securechat.server.store`) with a callback; the frames go out from
+that callback, after the commit, so an acknowledgement is never sent for something
+a crash could lose. A room tracks two counters: ``next_id`` (assigned) and
+``last_id`` (committed and delivered, what ``joined`` and ``history`` show).
+
+Locking: the hub's lock guards the room table, the user table and the direct
+message counter; each :class:`Room` has its own lock, which covers assigning a
+message id, submitting the write, and (in the callback) delivering the frame to
+every member (one append to its feed), so all members see a room's events in one
+order. Both are re-entrant because an inline committer runs the callback in the
+submitting thread. No socket write happens under either lock (mailboxes only
+queue). Lock order is always room, then hub, then mailbox.
+"""
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Protocol, TypeVar
+
+from pydantic_core import to_json
+
+from securechat.exceptions import ProtocolError
+from securechat.protocol.frames import (
+    Deleted,
+    DirectMessage,
+    DmHistoryReply,
+    Edited,
+    HistoryReply,
+    Joined,
+    Left,
+    MembersReply,
+    MessageRecord,
+    Presence,
+    RoomInfo,
+    RoomsReply,
+    ServerFrame,
+    message_bytes,
+    timestamp,
+)
+from securechat.protocol.framing import DEFAULT_FRAME_LIMIT
+from securechat.server.mailbox import Feed, Mailbox
+from securechat.server.store import (
+    AddDm,
+    AddMessages,
+    DeleteMessage,
+    DmRecord,
+    EditMessage,
+    InlineCommitter,
+    SetDmMarker,
+    SqliteStore,
+    Store,
+    StoredMessage,
+    Write,
+)
+
+T = TypeVar("T")
+JOIN_HISTORY = 50
+RECENT_CACHE = 200  # messages per room kept in memory for joins and edits
+
+
+class Member(Protocol):
+    """One logged-in connection, as the hub sees it."""
+
+    user: str
+    rooms: set[str]
+    mailbox: Mailbox
+
+
+class Committer(Protocol):
+    """Makes writes durable, then runs their callbacks in submission order."""
+
+    def submit(self, write: Write | None, then: Callable[[], None] | None = None) -> None: ...
+
+
+def record(room: str, message: StoredMessage) -> MessageRecord:
+    return MessageRecord(
+        room=room, id=message.id, user=message.user, text=message.text, ts=message.ts,
+        edited_ts=message.edited_ts,
+    )  # fmt: skip
+
+
+def encoded(frame: ServerFrame, ref: str | None) -> tuple[bytes, bytes]:
+    """The frame for everyone (encoded once), and the requester's copy with its ``ref``."""
+    data = frame.encode()
+    return data, with_ref(data, ref)
+
+
+def with_ref(data: bytes, ref: str | None) -> bytes:
+    """An encoded frame without ``ref``, with ``"ref"`` added as its last member."""
+    return b'%s,"ref":%s}\n' % (data[:-2], to_json(ref)) if ref else data
+
+
+def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
+    return DirectMessage(
+        id=dm.id, from_=dm.sender, to=dm.recipient, text=dm.text, ts=dm.ts, ref=ref
+    )
+
+
+class Room:
+    """A named room: its lock, members, feed, message counters and recent messages."""
+
+    def __init__(self, name: str, last_id: int = 0) -> None:
+        self.name = name
+        self.lock = threading.RLock()
+        self.members: dict[str, set[Member]] = {}
+        self.feed = Feed()  # what every member gets, appended once
+        self.next_id = last_id  # last id assigned
+        self.last_id = last_id  # last id committed and delivered
+        self.recent: deque[StoredMessage] = deque(maxlen=RECENT_CACHE)
+        self.loaded = last_id == 0  # ``recent`` holds the newest messages
+        self.deleting: set[int] = set()  # deletions submitted, not yet delivered
+        self.closed = False  # removed from the hub; a thread holding it must look again
+
+    def broadcast(
+        self, *data: bytes, sender: Member | None = None, own: Sequence[bytes] = ()
+    ) -> None:
+        """Deliver ``data`` to every member; ``sender`` gets ``own`` instead (with its refs).
+
+        The hot path of a busy room: one append, whatever the number of members and frames.
+        """
+        if own and sender is not None:
+            sender.mailbox.stand_in(self.feed, *own)
+        self.feed.append(*data)
+
+    def cached(self, message_id: int) -> StoredMessage | None:
+        """The message with this id if it is in the recent cache."""
+        if self.recent:
+            index = message_id - self.recent[0].id
+            if 0 <= index < len(self.recent):
+                return self.recent[index]
+        return None
+
+
+class Hub:
+    """All rooms and logged-in members of one server."""
+
+    def __init__(
+        self,
+        *,
+        user_exists: Callable[[str], bool],
+        admins: Iterable[str] = (),
+        store: Store | None = None,
+        committer: Committer | None = None,
+        clock: Callable[[], str] = timestamp,
+        max_frame_bytes: int = DEFAULT_FRAME_LIMIT,
+    ) -> None:
+        self.user_exists = user_exists
+        self.max_frame_bytes = max_frame_bytes
+        self.admins = frozenset(admins)
+        self.store: Store = store if store is not None else SqliteStore(":memory:")
+        self._committer = committer if committer is not None else InlineCommitter(self.store)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._rooms = {
+            name: Room(name, last_id) for name, last_id in self.store.room_counters().items()
+        }
+        self._users: dict[str, set[Member]] = {}
+        self._dm_counter, self._dm_markers = self.store.dm_state()
+
+    # -- connections
+
+    def register(self, member: Member) -> None:
+        """A connection has logged in: it gets the direct messages sent while away."""
+        with self._lock:
+            self._users.setdefault(member.user, set()).add(member)
+        self._committer.submit(None, partial(self._catch_up, member))
+
+    def _catch_up(self, member: Member) -> None:
+        """(After every earlier commit.) Deliver DMs the user has not been sent yet."""
+        with self._lock:
+            if member not in self._users.get(member.user, ()):
+                return
+            missed = self.store.dms_after(member.user, self._dm_markers.get(member.user, 0))
+            for dm in missed:
+                member.mailbox.push(dm_frame(dm).encode())
+            if missed:
+                self._mark_delivered(member.user, missed[-1].id)
+
+    def _mark_delivered(self, user: str, dm_id: int) -> None:
+        self._dm_markers[user] = dm_id
+        self._committer.submit(SetDmMarker(user, dm_id))
+
+    def disconnect(self, member: Member) -> None:
+        """A connection is gone: leave its rooms and forget it. Safe to call twice."""
+        for name in sorted(member.rooms):
+            self.leave(member, name, ref=None, reply=False)
+        with self._lock:
+            conns = self._users.get(member.user)
+            if conns is not None:
+                conns.discard(member)
+                if not conns:
+                    del self._users[member.user]
+
+    def after_commits(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything submitted so far is committed and delivered."""
+        self._committer.submit(None, callback)
+
+    def online_users(self) -> list[str]:
+        with self._lock:
+            return sorted(self._users)
+
+    # -- rooms
+
+    def _room(self, name: str, *, create: bool = False) -> Room | None:
+        room = self._rooms.get(name)  # (one dict lookup is atomic: no lock to look)
+        if room is None and create:
+            with self._lock:
+                room = self._rooms.get(name)
+                if room is None:
+                    room = self._rooms[name] = Room(name)
+        return room
+
+    def _drop_if_unused(self, room: Room) -> None:
+        """Forget a room with no members and no history (called under its lock)."""
+        if not room.members and room.next_id == 0:
+            room.closed = True
+            with self._lock:
+                if self._rooms.get(room.name) is room:
+                    del self._rooms[room.name]
+
+    def _joined_room(self, member: Member, name: str) -> Room:
+        """The room ``name`` if this connection is in it, else ``not_member``."""
+        room = self._room(name) if name in member.rooms else None
+        if room is None:
+            raise ProtocolError("not_member", f"you are not in room {name!r}; join it first")
+        return room
+
+    def _load(self, room: Room) -> None:
+        """Fill the recent-message cache from the store (under the room lock)."""
+        if not room.loaded:
+            room.recent.extend(self.store.recent(room.name, RECENT_CACHE))
+            room.loaded = True
+
+    def _latest(self, room: Room, limit: int) -> list[MessageRecord]:
+        """The newest ``limit`` live messages, oldest first (under the room lock)."""
+        self._load(room)
+        live = [m for m in room.recent if not m.deleted]
+        complete = not room.recent or room.recent[0].id == 1
+        if len(live) < limit and not complete:
+            live = self.store.page(room.name, before=None, after=None, limit=limit,
+                                   upto=room.last_id)  # fmt: skip
+        return [record(room.name, m) for m in live[-limit:]]
+
+    def _live(self, room: Room, message_id: int) -> StoredMessage:
+        """The live message with this id, else ``not_found`` (under the room lock)."""
+        message = None
+        if 1 <= message_id <= room.last_id and message_id not in room.deleting:
+            self._load(room)
+            message = room.cached(message_id) or self.store.message(room.name, message_id)
+        if message is None or message.deleted:
+            raise ProtocolError("not_found", f"no message {message_id} in room {room.name!r}")
+        return message
+
+    def join(self, member: Member, name: str, ref: str | None) -> None:
+        while True:
+            room = self._room(name, create=True)
+            assert room is not None
+            with room.lock:
+                if room.closed:
+                    continue  # it was dropped between lookup and lock; make a new one
+                conns = room.members.setdefault(member.user, set())
+                if not conns:
+                    presence = Presence(room=name, user=member.user, event="join",
+                                        ts=self._clock())  # fmt: skip
+                    room.broadcast(presence.encode())
+                conns.add(member)
+                member.rooms.add(name)
+                member.mailbox.follow(room.feed)
+                joined = partial(Joined, room=name, members=sorted(room.members),
+                                 last_id=room.last_id, ref=ref)  # fmt: skip
+                member.mailbox.push(self._fitted(
+                    lambda items, joined=joined: joined(history=items),
+                    self._latest(room, JOIN_HISTORY), keep_newest=True,
+                ))  # fmt: skip
+                return
+
+    def leave(self, member: Member, name: str, ref: str | None, *, reply: bool = True) -> None:
+        room = self._joined_room(member, name)
+        with room.lock:
+            member.rooms.discard(name)
+            member.mailbox.unfollow(room.feed)
+            conns = room.members.get(member.user, set())
+            conns.discard(member)
+            if not conns:
+                room.members.pop(member.user, None)
+                presence = Presence(room=name, user=member.user, event="leave", ts=self._clock())
+                room.broadcast(presence.encode())
+            if reply:
+                member.mailbox.push(Left(room=name, ref=ref).encode())
+            self._drop_if_unused(room)
+
+    def send(self, member: Member, name: str, text: str, ref: str | None) -> None:
+        self.send_run(member, name, [(text, ref)])
+
+    def send_run(self, member: Member, name: str, run: Sequence[tuple[str, str | None]]) -> None:
+        """Post messages (text, ref) to a room in one go: one commit job, one append.
+
+        For a run of ``send`` frames a client pipelined (they came in one read).
+        """
+        room = self._joined_room(member, name)
+        user = member.user
+        with room.lock:
+            ts, first = self._clock(), room.next_id + 1
+            room.next_id += len(run)
+            messages = [StoredMessage(first + n, user, text, ts) for n, (text, _) in enumerate(run)]
+            then = partial(self._sent, room, messages, member, [ref for _, ref in run])
+            self._committer.submit(AddMessages(name, messages), then)
+
+    def _sent(
+        self, room: Room, messages: list[StoredMessage], sender: Member, refs: list[str | None]
+    ) -> None:
+        with room.lock:
+            room.last_id = messages[-1].id
+            if room.loaded:
+                room.recent.extend(messages)
+            name = room.name
+            data = [message_bytes(name, m.id, m.user, m.text, m.ts) for m in messages]
+            own = [with_ref(frame, ref) for frame, ref in zip(data, refs, strict=True)]
+            room.broadcast(*data, sender=sender, own=own)
+
+    def edit(self, member: Member, name: str, message_id: int, text: str, ref: str | None) -> None:
+        room = self._joined_room(member, name)
+        with room.lock:
+            message = self._live(room, message_id)
+            if message.user != member.user:
+                raise ProtocolError("forbidden", "only the author may edit a message")
+            frame = Edited(room=name, id=message_id, user=member.user, text=text,
+                           ts=self._clock())  # fmt: skip
+            then = partial(self._edited, room, frame, member, ref)
+            self._committer.submit(EditMessage(name, message_id, text, frame.ts), then)
+
+    def _edited(self, room: Room, frame: Edited, sender: Member, ref: str | None) -> None:
+        with room.lock:
+            if cached := room.cached(frame.id):
+                cached.text, cached.edited_ts = frame.text, frame.ts
+            data, own = encoded(frame, ref)
+            room.broadcast(data, sender=sender, own=(own,))
+
+    def delete(self, member: Member, name: str, message_id: int, ref: str | None) -> None:
+        room = self._joined_room(member, name)
+        with room.lock:
+            message = self._live(room, message_id)
+            if message.user != member.user and member.user not in self.admins:
+                raise ProtocolError("forbidden", "only the author or an admin may delete a message")
+            room.deleting.add(message_id)
+            frame = Deleted(room=name, id=message_id, by=member.user, ts=self._clock())
+            then = partial(self._deleted, room, frame, member, ref)
+            self._committer.submit(DeleteMessage(name, message_id), then)
+
+    def _deleted(self, room: Room, frame: Deleted, sender: Member, ref: str | None) -> None:
+        with room.lock:
+            if cached := room.cached(frame.id):
+                cached.deleted, cached.text = True, ""
+            room.deleting.discard(frame.id)
+            data, own = encoded(frame, ref)
+            room.broadcast(data, sender=sender, own=(own,))
+
+    def history(
+        self,
+        member: Member,
+        name: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        ref: str | None,
+    ) -> None:
+        room = self._joined_room(member, name)
+        with room.lock:
+            upto = room.last_id
+        page = self.store.page(name, before=before, after=after, limit=limit, upto=upto)
+        messages = [record(name, m) for m in page]
+        member.mailbox.push(self._fitted(
+            lambda items: HistoryReply(room=name, messages=items, ref=ref),
+            messages, keep_newest=after is None,
+        ))  # fmt: skip
+
+    def members(self, member: Member, name: str, ref: str | None) -> None:
+        room = self._joined_room(member, name)
+        with room.lock:
+            users = sorted(room.members)
+        member.mailbox.push(MembersReply(room=name, members=users, ref=ref).encode())
+
+    def rooms(self, member: Member, ref: str | None) -> None:
+        with self._lock:
+            rooms = sorted(self._rooms.items())
+        infos = []
+        for name, room in rooms:
+            with room.lock:
+                if not room.closed:
+                    infos.append(RoomInfo(name=name, members=len(room.members)))
+        member.mailbox.push(RoomsReply(rooms=infos, ref=ref).encode())
+
+    # -- direct messages
+
+    def dm(self, member: Member, to: str, text: str, ref: str | None) -> None:
+        if not self.user_exists(to):
+            raise ProtocolError("no_such_user", f"there is no user {to!r}")
+        with self._lock:
+            self._dm_counter += 1
+            dm = DmRecord(self._dm_counter, member.user, to, text, self._clock())
+            self._committer.submit(AddDm(dm), partial(self._dm_sent, dm, member, ref))
+
+    def _dm_sent(self, dm: DmRecord, sender: Member, ref: str | None) -> None:
+        with self._lock:
+            data, own = encoded(dm_frame(dm), ref)
+            recipients = self._users.get(dm.recipient, set())
+            for conn in recipients | self._users.get(dm.sender, set()):
+                conn.mailbox.push(own if conn is sender else data)
+            if recipients:
+                self._mark_delivered(dm.recipient, dm.id)
+
+    def dm_history(
+        self, member: Member, other: str, *, before: int | None, limit: int, ref: str | None
+    ) -> None:
+        page = self.store.dm_page(member.user, other, before=before, limit=limit)
+        messages = [dm_frame(dm) for dm in page]
+        member.mailbox.push(self._fitted(
+            lambda items: DmHistoryReply(with_=other, messages=items, ref=ref),
+            messages, keep_newest=True,
+        ))  # fmt: skip
+
+    def _fitted(
+        self, build: Callable[[list[T]], ServerFrame], items: list[T], *, keep_newest: bool
+    ) -> bytes:
+        """Encode ``build(items)`` with as many items as fit in one frame.
+
+        No frame the server sends is longer than the frame limit, so a client that
+        reads with the protocol's limit never chokes; the client pages for the rest.
+        Items are oldest first; ``keep_newest`` says which end to keep.
+        """
+        data = build(items).encode()
+        while len(data) > self.max_frame_bytes and items:
+            keep = min(len(items) - 1, len(items) * self.max_frame_bytes // len(data))
+            items = items[len(items) - keep :] if keep_newest else items[:keep]
+            data = build(items).encode()
+        return data
