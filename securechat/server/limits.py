@@ -68,6 +68,11 @@ class LoginThrottle:
     per-user count across addresses, against distributed guessing, starts later and
     is capped at ``user_max_delay``, so it can only slow the real user briefly. A
     success clears the user's counts.
+
+    The wait :meth:`retry_after` gives is a promise: only checked passwords count, so
+    a try turned away while waiting changes nothing, and a try made once the wait has
+    passed is checked (and, if wrong, doubles the next wait). Where several keys are
+    throttled, the wait is the longest of theirs.
     """
 
     def __init__(
@@ -122,15 +127,13 @@ class LoginThrottle:
                     wait = max(wait, times[-1] + delay - now)
         return wait
 
-    def failed(self, user: str, address: str, *, refused: bool = False) -> None:
-        """Count a failure (``refused``: turned away while throttled, not checked)."""
+    def failed(self, user: str, address: str) -> None:
+        """Count a checked password that was wrong (never a try turned away unchecked)."""
         now = self._clock()
         with self._lock:
             if len(self._failures) >= self.max_keys:
                 self._prune(now)
             for key, _, _ in self._keys(user, address):
-                if refused and key[0] == "user":
-                    continue  # hammering one address must not lengthen everyone's wait
                 self._failures.setdefault(key, deque()).append(now)
 
     def succeeded(self, user: str, address: str) -> None:

@@ -340,7 +340,8 @@ class Session:
             raise ProtocolError("bad_frame", f"already logged in as {self.user!r}")
         user, throttle = frame.user, self._throttle
         if throttle is not None and (wait := throttle.retry_after(user, self.address)) > 0:
-            throttle.failed(user, self.address, refused=True)
+            # Turned away unchecked: the throttle does not count it (the wait stays what it
+            # was), this connection does (five failed logins of any kind close it).
             raise ProtocolError("rate_limited", "too many failed logins; wait and try again",
                                 retry_after=wait, fatal=self._login_failed())  # fmt: skip
         if frame.password is None:  # only with a client certificate naming this user

@@ -146,7 +146,7 @@ def test_distributed_guessing_slows_the_user_only_briefly() -> None:
     assert throttle.retry_after("ann", "10.0.0.1") == 0.0
 
 
-def test_refused_tries_do_not_lengthen_the_users_wait() -> None:
+def test_refused_tries_do_not_lengthen_any_wait() -> None:
     clock = FakeClock()
     throttle = LoginThrottle(clock=clock)
     fail(throttle, "ann", "10.0.0.66", 5)  # the guesser's address is throttled
@@ -154,10 +154,51 @@ def test_refused_tries_do_not_lengthen_the_users_wait() -> None:
         fail(throttle, "ann", f"10.1.0.{n}")
     assert throttle.retry_after("ann", "10.0.0.1") == 1.0
     assert throttle.retry_after("ann", "10.0.0.66") == 1.0
-    for _ in range(30):  # the guesser hammers on while refused
-        throttle.failed("ann", "10.0.0.66", refused=True)
-    assert throttle.retry_after("ann", "10.0.0.66") == 300  # the guesser: ever longer
-    assert throttle.retry_after("ann", "10.0.0.1") == 1.0  # ann elsewhere: unchanged
+    for _ in range(30):  # the guesser asks on while refused: only retry_after is called
+        clock.advance(0.01)
+        throttle.retry_after("ann", "10.0.0.66")
+    assert throttle.retry_after("ann", "10.0.0.66") == pytest.approx(0.7)  # the same promise
+    assert throttle.retry_after("ann", "10.0.0.1") == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected_waits"),
+    [
+        # user+address (and the address): 5 failures, then each checked failure doubles
+        ([("ann", "10.0.0.1")] * 5, {("ann", "10.0.0.1"): 1.0, ("bob", "10.0.0.1"): 1.0}),
+        # the address alone: five users from one address
+        ([(u, "10.0.0.2") for u in ("a", "b", "c", "d", "e")], {("ann", "10.0.0.2"): 1.0}),
+        # the user alone: 20 addresses, four failures each below their own thresholds
+        ([("ann", f"10.5.{n // 4}.{n % 4}") for n in range(20)], {("ann", "10.9.9.9"): 1.0}),
+    ],
+)
+def test_a_client_obeying_retry_after_is_checked_then_waits_longer(
+    failures: list[tuple[str, str]], expected_waits: dict[tuple[str, str], float]
+) -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for user, address in failures:
+        throttle.failed(user, address)
+    for (user, address), wait in expected_waits.items():
+        assert throttle.retry_after(user, address) == wait
+    user, address = next(iter(expected_waits))
+    clock.advance(throttle.retry_after(user, address))  # obeys exactly
+    assert throttle.retry_after(user, address) == 0.0  # so it is checked ...
+    throttle.failed(user, address)  # ... and wrong again: the next wait doubles
+    assert throttle.retry_after(user, address) == 2.0
+    clock.advance(2.0)
+    assert throttle.retry_after(user, address) == 0.0
+    throttle.succeeded(user, address)  # right this time
+
+
+def test_the_longest_of_several_waits_is_given() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    fail(throttle, "ann", "10.0.0.1", 7)  # pair and address: 4 s
+    fail(throttle, "bob", "10.0.0.1", 1)  # the address: 8 failures, 8 s
+    assert throttle.retry_after("ann", "10.0.0.1") == 8.0
+    assert throttle.retry_after("bob", "10.0.0.1") == 8.0
+    assert throttle.retry_after("ann", "10.0.0.2") == 0.0  # from elsewhere: free
 
 
 def test_success_clears_the_users_count() -> None:
@@ -228,7 +269,7 @@ def test_throttle_pruning_work_is_amortised_when_the_table_stays_full(
     monkeypatch.setattr(throttle, "_recent", counting)
     for n in range(100):  # a distributed guesser keeps the table full
         clock.advance(0.001)
-        throttle.failed("ann", f"10.4.0.{n}", refused=True)
+        throttle.failed("ann", f"10.4.0.{n}")
     assert examined <= 100 * 20  # a few keys per failure on average, not the whole table
 
 
