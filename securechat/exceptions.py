@@ -11,8 +11,12 @@
   * :exc:`PasswordFileError`: the password file cannot be read or written.
   * :exc:`PasswordTooLong`: bcrypt only uses 72 bytes; longer passwords are refused
     rather than silently truncated.
-  * :exc:`CertificateError`: the certificate tool cannot do what it was asked.
+  * :exc:`CertificateError`: the certificate tool cannot do what it was asked, or the
+    server cannot load its certificate, key or client CA (at start or on SIGHUP).
   * :exc:`StoreError`: the history database cannot be opened or is too new.
+
+    * :exc:`StoreUnavailable`: the storage refused a write (disk full, read-only,
+      I/O error, database locked); not a bug, and it may work again later.
 """
 
 
@@ -61,8 +65,26 @@ class PasswordTooLong(SecurechatError):
 
 
 class CertificateError(SecurechatError):
-    """The certificate tool refused or failed (e.g. files exist without --force)."""
+    """The certificate tool refused or failed (e.g. files exist without --force), or the
+    server's certificate files cannot be loaded (the message is one line saying why)."""
 
 
 class StoreError(SecurechatError):
     """The history database cannot be opened, migrated or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The storage could not take a write; nothing of it was committed.
+
+    ``reason`` is what an operator must fix, in a few words (``"disk full"``,
+    ``"read-only"``, ``"I/O error"``, ``"database locked"``); ``detail`` is what the
+    database or the system said; ``retry_after`` is the seconds a client is told to
+    wait. A client is told only that its write was not stored: the reason is the
+    operator's business, and goes to the log.
+    """
+
+    def __init__(self, reason: str, detail: str, retry_after: float) -> None:
+        super().__init__(f"{reason} ({detail})")
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after

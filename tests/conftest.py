@@ -12,6 +12,7 @@ import pytest
 from securechat.admin.certs import CertPaths, make_certs
 from securechat.server.cli import Limits, Server, durable_hub, make_server_context
 from securechat.server.passwd import PasswordFile, set_password
+from securechat.server.web import WebSite
 from tests.chatclient import ChatClient
 
 USERS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol", "dave", "admin")}
@@ -49,8 +50,12 @@ def run_server(
     admins: tuple[str, ...] = (),
     data_dir: Path | None = None,
     host: str = "127.0.0.1",
+    web: WebSite | None = None,
 ) -> Iterator[Server]:
-    """A server on ``host`` (loopback) port 0 that always shuts down, and leaks no thread."""
+    """A server on ``host`` (loopback) port 0 that always shuts down, and leaks no thread.
+
+    ``web``: the web edge (HTTP and WebSocket for ALPN ``http/1.1``); none by default.
+    """
     before = set(threading.enumerate())
     with contextlib.ExitStack() as stack:
         if data_dir is None:
@@ -59,7 +64,7 @@ def run_server(
         hub = stack.enter_context(durable_hub(data_dir, passwords, admins=admins))
         server = Server(
             make_server_context(certs.server), hub, passwords.verify, host, 0,
-            limits or Limits(),
+            limits or Limits(), web,
         )  # fmt: skip
         server.start()
         stack.callback(server.shutdown)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -23,6 +24,8 @@ class ServerProcess:
             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
         )  # fmt: skip
         self.log: list[str] = []
+        self._logged = threading.Condition()  # notified for each line appended to log
+        self._eof = False  # the server closed its stderr: no more lines
         self._ready = threading.Event()
         self.address: tuple[str, int] = ("", 0)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
@@ -34,11 +37,35 @@ class ServerProcess:
     def _read_log(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            self.log.append(line)
+            with self._logged:
+                self.log.append(line)
+                self._logged.notify_all()
             if match := LISTENING.search(line):
                 self.address = (match.group(1), int(match.group(2)))
                 self._ready.set()
         self._ready.set()  # exited before listening
+        with self._logged:
+            self._eof = True
+            self._logged.notify_all()
+
+    def wait_for_log(self, pattern: str, since: int = 0, timeout: float = 10) -> str:
+        """The first log line from index ``since`` on that matches ``pattern`` (a regex).
+
+        Take ``since = len(proc.log)`` before causing the line, so an earlier line of the
+        same kind does not count.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._logged:
+            while True:
+                for line in self.log[since:]:
+                    if regex.search(line):
+                        return line
+                since = len(self.log)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    raise AssertionError(f"no log line matching {pattern!r}:\n" + "".join(self.log))
+                self._logged.wait(remaining)
 
     def terminate(self, timeout: float = 10) -> int:
         """SIGTERM, then the exit code."""

@@ -12,7 +12,7 @@ typed meanwhile. ``--no-reconnect`` restores "exit 1 when the server goes away".
 
 Errors are one line on stderr. Exit status: 0 done, 1 connection or TLS failure (or
 the server went away and reconnecting was off or gave up), 2 usage, 3 login refused,
-130 interrupted.
+4 (piped input) a write the server could not store was not sent again, 130 interrupted.
 """
 
 import argparse
@@ -29,6 +29,7 @@ from securechat.client.connection import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_LOGIN,
+    EXIT_NOT_STORED,
     EXIT_USAGE,
     Chat,
     ClientError,
@@ -37,7 +38,14 @@ from securechat.client.connection import (
 from securechat.protocol import DEFAULT_PORT
 from securechat.protocol.names import is_valid_name
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_LOGIN", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOGIN",
+    "EXIT_NOT_STORED",
+    "EXIT_USAGE",
+    "main",
+]
 
 PROG = "securechat-client"
 PASSWORD_ENV = "SECURECHAT_PASSWORD"  # noqa: S105 - a variable name, not a password
@@ -248,6 +256,7 @@ async def run(args: argparse.Namespace, password: str) -> int:
         json=args.json,
         reconnect=args.reconnect,
         reconnect_for=reconnect_for,
+        mark_read=interactive,
     )
     chat = Chat(options, password)
     try:
@@ -259,6 +268,13 @@ async def run(args: argparse.Namespace, password: str) -> int:
             await (terminal_loop(chat) if interactive else pipe_loop(chat))
         # A user at a terminal who quits means it; a script wants its lines sent.
         await chat.finish(wait_offline=not interactive)
+        if chat.unsent and not interactive:  # a script must know its lines were lost
+            count = len(chat.unsent)
+            raise ClientError(
+                f"{count} write{'s' if count > 1 else ''} not stored by the server "
+                "(it could not write to its disk) and not sent again",
+                EXIT_NOT_STORED,
+            )
         return 0
     finally:
         await chat.close()

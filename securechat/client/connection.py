@@ -10,7 +10,8 @@ paced under the server's frame allowance; every frame that comes in is handed on
 waiting to be sent. When its connection drops (a restart, a crash, the network) it
 reconnects with backoff, logs in, rejoins its rooms and fetches what it missed with
 ``history after=<last id shown>``, so that each message shows once, in order, without
-a gap; lines typed meanwhile wait in a bounded queue. The decisions (delays, what was
+a gap (direct messages: it logs in with ``dm_after=<last DM id shown>``); lines typed
+meanwhile wait in a bounded queue. The decisions (delays, what was
 shown, what to hold back) are the pure :class:`~securechat.console.Backoff` and
 :class:`~securechat.console.ResumeState`; this module only does the I/O around them.
 """
@@ -34,10 +35,13 @@ from securechat.client.console import (
     Backoff,
     Notice,
     Quit,
+    ReadMarks,
     Request,
     ResumeState,
+    Retry,
     RoomTracker,
     Switch,
+    Unsent,
 )
 from securechat.protocol import PROTOCOL_VERSION
 from securechat.protocol.frames import (
@@ -51,11 +55,13 @@ from securechat.protocol.frames import (
     LoginOk,
     Message,
     Presence,
+    ReadMarker,
     ServerPing,
     Welcome,
 )
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_LOGIN, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_NOT_STORED = 4  # piped input: a write the server could not store was not sent again
 CONNECT_TIMEOUT = 15.0
 LOGIN_TIMEOUT = 15.0  # the server may take a while to check a bcrypt hash
 REPLY_TIMEOUT = 10.0  # overall, for the replies still due when piped input ends
@@ -65,6 +71,8 @@ READ_LIMIT = 16 * 1024 * 1024  # a reply with history is far larger than one mes
 # leaving room for login, pong and logout, so piped input is never refused.
 BURST, RATE = 16, 8.0
 CATCH_UP_PAGE = 200  # the protocol's largest history page
+# Marks of what was read wait this long, so that a burst of messages costs one mark_read.
+MARK_READ_DELAY = 0.5
 MAX_QUEUED = 100  # lines typed while offline; more are dropped, with a word to the user
 # Requests that may simply be sent again when their answer was lost with the connection.
 REPEATABLE = frozenset({"rooms", "members", "history", "dm_history"})
@@ -283,7 +291,8 @@ class Connection:
             await task
         raise ConnectionClosed(self.close_reason)
 
-    async def login(self, user: str, password: str) -> None:
+    async def login(self, user: str, password: str, dm_after: int | None = None) -> None:
+        """Log in; with ``dm_after``, the server sends every DM after that id first."""
         try:
             welcome = await asyncio.wait_for(self.until_closed(self._welcome), LOGIN_TIMEOUT)
         except TimeoutError:
@@ -294,7 +303,9 @@ class Connection:
             raise ClientError(
                 f"the server speaks protocol {welcome.protocol}, this client {PROTOCOL_VERSION}"
             )
-        frame = {"type": "login", "user": user, "password": password}
+        frame: dict[str, Any] = {"type": "login", "user": user, "password": password}
+        if dm_after is not None:
+            frame["dm_after"] = dm_after
         reply = await self.request(frame, paced=False, shown=False)
         try:
             answer = await asyncio.wait_for(self.until_closed(reply), LOGIN_TIMEOUT)
@@ -349,6 +360,7 @@ class Options:
     json: bool = False
     reconnect: bool = True
     reconnect_for: float = math.inf  # seconds of trying before giving up
+    mark_read: bool = False  # tell the server what was shown in the current room (a terminal)
 
 
 class Chat:
@@ -378,6 +390,10 @@ class Chat:
         self._mine: list[tuple[str, str]] = []  # own messages shown while not online
         self._told_queued = False
         self._supervisor: asyncio.Task[None] | None = None
+        self.unsent = Unsent()  # writes the server could not store, for /retry
+        self.marks = ReadMarks()
+        self._marking: asyncio.TimerHandle | None = None
+        self._mark_tasks: set[asyncio.Task[object]] = set()
 
     # -- output
 
@@ -397,6 +413,11 @@ class Chat:
         if pending is not None and pending.shown and isinstance(frame, ErrorFrame):
             self.rooms.refused(pending.frame)
             self.on_change()
+            if console.not_stored(frame, pending.frame):  # kept for /retry, said beside it
+                if self.options.json:
+                    self.show(console.json_line(raw))
+                self.tell(self.unsent.add(pending.frame))
+                return
         if pending is not None and not pending.shown:
             if self.options.json:
                 self.show(console.json_line(raw))
@@ -409,15 +430,50 @@ class Chat:
             if not self.state.fresh(frame.room, frame.id):
                 return
             self._note_mine(frame.room, frame.user, frame.text)
+            self._read(frame.room, frame.id)
         elif isinstance(frame, DirectMessage) and not self.state.fresh_dm(frame.id):
             return
         elif isinstance(frame, Joined):
             self.state.joined(frame.room, frame.last_id)
+            self.marks.told(frame.room, frame.read_id)
+            if frame.history:
+                self._read(frame.room, frame.history[-1].id)
+        elif isinstance(frame, ReadMarker) and frame.room is not None:
+            self.marks.told(frame.room, frame.id)  # (read here or on another device)
         if self.options.json:
             self.show(console.json_line(raw))
         elif frame is not None:
             for line in console.format_frame(frame):
                 self.show(line)
+
+    # -- read markers
+
+    def _read(self, room: str, message_id: int) -> None:
+        """A message was shown: if its room is current, tell the server (soon, coalesced)."""
+        if self.options.mark_read:
+            self.marks.shown(room, message_id, self.rooms.current)
+            self._schedule_marks()
+
+    def _schedule_marks(self) -> None:
+        if self.marks.wanted and self._marking is None:
+            loop = asyncio.get_running_loop()
+            self._marking = loop.call_later(MARK_READ_DELAY, self._send_marks)
+
+    def _send_marks(self) -> None:
+        """Send the marks due, one frame per room however many messages were shown."""
+        self._marking = None
+        conn = self.conn
+        if not (self.online and conn is not None):
+            return  # kept: sent after the next message shown once back online
+        for frame in self.marks.take():
+            task = asyncio.ensure_future(conn.request(frame, shown=False))
+            self._mark_tasks.add(task)
+            task.add_done_callback(self._mark_sent)
+
+    def _mark_sent(self, task: "asyncio.Task[object]") -> None:
+        self._mark_tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # (a connection closed meanwhile: the next mark says it again)
 
     def _note_mine(self, room: str, user: str, text: str) -> None:
         if user == self.options.user and not self.online:
@@ -431,7 +487,8 @@ class Chat:
         conn = Connection(reader, writer, self._on_frame, self._on_close, self.tell)
         self.conn = conn
         try:
-            await conn.login(options.user, self._password)
+            # Once a DM was shown, every login resumes after it (see ResumeState.last_dm).
+            await conn.login(options.user, self._password, self.state.last_dm or None)
         except BaseException:
             await conn.close()
             raise
@@ -635,10 +692,20 @@ class Chat:
         if isinstance(action, Switch):
             self.rooms.switch(action.room)
             self.on_change()
+            if self.options.mark_read:
+                self.marks.switched(action.room)
+                self._schedule_marks()
         elif isinstance(action, Notice):
             self.tell(action)
         elif isinstance(action, Request):
             await self.submit(action.frame)
+        elif isinstance(action, Retry):
+            retried = self.unsent.retry()
+            if isinstance(retried, Notice):
+                self.tell(retried)
+            else:
+                for frame in retried:
+                    await self.submit(frame)
         return True
 
     async def submit(self, frame: dict[str, Any]) -> None:

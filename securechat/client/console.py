@@ -8,7 +8,8 @@ I/O: :func:`parse_command` turns one input line into an :data:`Action`,
 :func:`split_argv` turns trailing command-line words into input lines,
 :func:`decode_server_frame` validates what arrived, and :func:`format_frame` turns a
 server frame into display lines with every terminal control character escaped.
-:class:`RoomTracker` remembers the joined rooms and the current one. What reconnecting
+:class:`RoomTracker` remembers the joined rooms and the current one, :class:`Unsent`
+the writes the server could not store, for ``/retry``. What reconnecting
 needs to decide is pure too: :class:`Backoff` says how long to wait before the next
 attempt and :class:`ResumeState` what has been shown, so that after a reconnect each
 message is shown exactly once and in order; both are tested with a fake clock and dice.
@@ -40,14 +41,18 @@ __all__ = [
     "Quit",
     "Request",
     "ResumeState",
+    "Retry",
     "RoomTracker",
     "Switch",
+    "Unsent",
     "decode_server_frame",
+    "describe_write",
     "escape",
     "format_frame",
     "format_record",
     "format_rejoined",
     "json_line",
+    "not_stored",
     "parse_command",
     "split_argv",
     "unconfirmed",
@@ -79,6 +84,11 @@ class Quit:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """Send again the writes the server could not store (see :class:`Unsent`)."""
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something to tell the user locally; ``error`` when their input was refused."""
 
@@ -86,7 +96,7 @@ class Notice:
     error: bool = False
 
 
-Action = Request | Switch | Quit | Notice | None
+Action = Request | Switch | Quit | Retry | Notice | None
 
 
 def _error(text: str) -> Notice:
@@ -158,6 +168,7 @@ _COMMANDS = {
         2,
         f"show the last N direct messages with USER ({DEFAULT_HISTORY})",
     ),
+    "retry": ("", 0, 0, "send again what the server could not store"),
     "quit": ("", 0, 0, "log out and exit (Ctrl-D too)"),
     "help": ("", 0, 0, "this text"),
 }
@@ -220,6 +231,8 @@ def _simple(
 ) -> Action:
     if command == "quit":
         return Quit()
+    if command == "retry":
+        return Retry()
     if command == "help":
         return Notice(HELP)
     if command == "rooms":
@@ -327,6 +340,70 @@ class RoomTracker:
             self.joined.remove(room)
         if self.current == room:
             self.current = self.joined[-1] if self.joined else None
+
+
+# ---------------------------------------------------------------- writes not stored
+
+WRITES = frozenset({"send", "edit", "delete", "dm"})
+
+
+def not_stored(frame: AnyServerFrame | None, request: dict[str, Any]) -> bool:
+    """Whether ``frame``, the answer to ``request``, says the server stored nothing of it.
+
+    The server answers a write it could not commit (its disk full or read-only...) with
+    ``unavailable``; that write was not done at all, so it may simply be sent again.
+    """
+    return (
+        isinstance(frame, frames.ErrorFrame)
+        and frame.code == "unavailable"
+        and request.get("type") in WRITES
+    )
+
+
+def describe_write(request: dict[str, Any]) -> str:
+    """A write request in one escaped line: what the user would recognise as theirs."""
+    text = escape(str(request.get("text", "")), newlines=False)
+    match request["type"]:
+        case "send":
+            return f"#{_n(request['room'])}: {text}"
+        case "dm":
+            return f"direct message to {_n(request['to'])}: {text}"
+        case "edit":
+            return f"edit of [{request['id']}] in #{_n(request['room'])}: {text}"
+        case _:
+            return f"deletion of [{request['id']}] in #{_n(request['room'])}"
+
+
+class Unsent:
+    """The writes the server answered ``unavailable``, oldest first, kept for ``/retry``.
+
+    Why keep them: the server stored nothing of such a write and said so, so the line
+    the user typed would otherwise be lost; with it kept, sending it again is one command.
+    ``/retry`` sends them all again, in order, to where they were going (not to the
+    current room); one that fails again is kept again.
+    """
+
+    def __init__(self) -> None:
+        self._requests: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, request: dict[str, Any]) -> Notice:
+        """Keep a write that was not stored; the line to show the user for it."""
+        self._requests.append({key: value for key, value in request.items() if key != "ref"})
+        return Notice(
+            f"! not sent (server could not store it): {describe_write(request)}"
+            " — /retry to send again",
+            error=True,
+        )
+
+    def retry(self) -> list[dict[str, Any]] | Notice:
+        """The writes to send again (no longer kept), or a notice that there are none."""
+        if not self._requests:
+            return Notice("* nothing to send again")
+        requests, self._requests = self._requests, []
+        return requests
 
 
 # ---------------------------------------------------------------- server frames
@@ -507,6 +584,52 @@ def format_rejoined(frame: frames.Joined) -> str:
     return f"* rejoined #{_n(frame.room)} ({count}: {', '.join(map(_n, frame.members))})"
 
 
+# ---------------------------------------------------------------- read markers
+
+
+@dataclass
+class ReadMarks:
+    """What the user has read, room by room, and the ``mark_read`` frames that says.
+
+    A message counts as read once it was shown while its room was the current one (or
+    when its room becomes current). ``known`` is the server's marker as last heard
+    (``joined.read_id``, ``read`` frames from this or another device); :meth:`take`
+    gives a frame for each room where more was read than the server knows, once.
+    """
+
+    known: dict[str, int] = field(default_factory=dict)
+    last_shown: dict[str, int] = field(default_factory=dict)
+    wanted: dict[str, int] = field(default_factory=dict)
+
+    def shown(self, room: str, message_id: int, current: str | None) -> None:
+        """A message of ``room`` was shown (or the room's history, up to ``message_id``)."""
+        self.last_shown[room] = max(self.last_shown.get(room, 0), message_id)
+        if room == current:
+            self.switched(room)
+
+    def switched(self, room: str) -> None:
+        """``room`` is now current: what was shown of it is read."""
+        upto = self.last_shown.get(room, 0)
+        if upto > max(self.known.get(room, 0), self.wanted.get(room, 0)):
+            self.wanted[room] = upto
+
+    def told(self, room: str, read_id: int) -> None:
+        """The server says the user has read ``room`` up to ``read_id``."""
+        self.known[room] = max(self.known.get(room, 0), read_id)
+        if self.wanted.get(room, 0) <= self.known[room]:
+            self.wanted.pop(room, None)
+
+    def take(self) -> list[dict[str, Any]]:
+        """The ``mark_read`` frames due now (each room's newest read message)."""
+        due = [
+            {"type": "mark_read", "room": room, "id": upto} for room, upto in self.wanted.items()
+        ]
+        for frame in due:
+            self.known[frame["room"]] = frame["id"]  # (the reply says the same, or more)
+        self.wanted.clear()
+        return due
+
+
 # ---------------------------------------------------------------- reconnecting
 
 
@@ -579,6 +702,9 @@ class ResumeState(Generic[H]):
         self._dms: set[int] = set()
         self._dm_order: deque[int] = deque()
         self._dm_memory = dm_memory
+        # The newest direct message shown: a reconnect logs in with it as ``dm_after``,
+        # so a DM lost with the old connection comes again, and only those after it.
+        self.last_dm = 0
 
     def seen(self, room: str) -> int | None:
         """The last message id shown in ``room``; None for a room never joined."""
@@ -597,6 +723,7 @@ class ResumeState(Generic[H]):
             return False
         self._dms.add(dm_id)
         self._dm_order.append(dm_id)
+        self.last_dm = max(self.last_dm, dm_id)
         if len(self._dm_order) > self._dm_memory:
             self._dms.discard(self._dm_order.popleft())
         return True

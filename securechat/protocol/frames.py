@@ -97,6 +97,21 @@ class Login(ClientFrame):
         default=None,  # type: ignore[assignment]
         description="required unless the TLS client certificate names this user",
     )
+    dm_after: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(
+        default=None,  # type: ignore[assignment]
+        description="extension: the last DM id the client holds; every DM to or from the "
+        "user after it follows `login_ok`, oldest first",
+    )
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        default=None,  # type: ignore[assignment]
+        description="extension: a login token from an earlier `login_ok`, instead of the password",
+    )
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if self.password is not None and self.token is not None:
+            raise ValueError("password and token cannot be used together")
+        return self
 
 
 class Join(ClientFrame):
@@ -171,6 +186,25 @@ class DmHistory(ClientFrame):
     limit: Annotated[int, Field(ge=1, le=200)] = 50
 
 
+class MarkRead(ClientFrame):
+    """Extension: the last id this user has read in a room or a DM conversation.
+
+    Exactly one of `room` (a room this connection joined) and `with` (the other user of a
+    conversation); answered by `read`, which every connection of the user gets.
+    """
+
+    type: Literal["mark_read"]
+    room: Name = None  # type: ignore[assignment]
+    with_: Name = Field(default=None, alias="with")  # type: ignore[assignment]
+    id: Annotated[int, Field(ge=0, le=MAX_ID)]
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Self:
+        if (self.room is None) == (self.with_ is None):
+            raise ValueError("exactly one of room and with")
+        return self
+
+
 class Rooms(ClientFrame):
     """List rooms; answered by `rooms`."""
 
@@ -212,6 +246,7 @@ AnyClientFrame = Annotated[
     | Dm
     | DmHistory
     | History
+    | MarkRead
     | Rooms
     | Members
     | Ping
@@ -318,6 +353,11 @@ class LoginOk(ServerFrame):
 
     type: Literal["login_ok"] = "login_ok"
     user: str
+    token: str | None = Field(
+        default=None,
+        description="extension: log in with it instead of the password until it expires "
+        "or is revoked (by `logout`, a password change or the user's deletion)",
+    )
     ref: str | None = None
 
 
@@ -329,6 +369,9 @@ class Joined(ServerFrame):
     members: list[str]
     last_id: int
     history: list[MessageRecord]
+    read_id: int = Field(
+        default=0, description="extension: the last id this user has read here (0: none)"
+    )
     ref: str | None = None
 
 
@@ -422,6 +465,21 @@ class DmHistoryReply(ServerFrame):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
 
+class ReadMarker(ServerFrame):
+    """Extension: the last id the user has read in a room (`room`) or conversation (`with`).
+
+    To every connection of the user when it moves; the answer to `mark_read`.
+    """
+
+    type: Literal["read"] = "read"
+    room: str | None = None
+    with_: str | None = Field(default=None, alias="with")
+    id: int
+    ref: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
 class RoomInfo(BaseModel):
     name: str
     members: int
@@ -488,11 +546,13 @@ ErrorCode = Literal[
     "slow_consumer",
     "shutting_down",
     "internal",
+    "unavailable",
 ]
 
 
 class ErrorFrame(ServerFrame):
-    """A refused request or a condition; `retry_after` (seconds) with `rate_limited`."""
+    """A refused request or a condition; `retry_after` (seconds) with `rate_limited` and
+    `unavailable`."""
 
     type: Literal["error"] = "error"
     code: ErrorCode
@@ -512,6 +572,7 @@ AnyServerFrame = Annotated[
     | DirectMessage
     | DmHistoryReply
     | HistoryReply
+    | ReadMarker
     | RoomsReply
     | MembersReply
     | Presence

@@ -9,21 +9,26 @@ them together and parses the command line.
 import argparse
 import contextlib
 import logging
+import queue
 import signal
 import ssl
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from securechat.exceptions import PasswordFileError, StoreError
+from cryptography import x509
+
+from securechat.exceptions import CertificateError, PasswordFileError, StoreError
 from securechat.protocol import DEFAULT_PORT
 from securechat.protocol.framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT
-from securechat.server.connection import Connection, Limits
+from securechat.server.connection import ALPN_HTTP, Connection, Limits
 from securechat.server.hub import Hub
 from securechat.server.passwd import PasswordFile, permission_warning
 from securechat.server.store import GroupCommitter, SqliteStore
+from securechat.server.tokens import DEFAULT_DAYS as DEFAULT_TOKEN_DAYS
+from securechat.server.tokens import LoginTokens
 from securechat.server.transport import Server
+from securechat.server.web import WebSite, normalize_origin
 
 log = logging.getLogger("securechat.server")
 
@@ -39,22 +44,103 @@ INTERMEDIATE_CIPHERS = (
 
 
 def make_server_context(
-    cert: str | Path, key: str | Path | None = None, client_ca: str | Path | None = None
+    cert: str | Path,
+    key: str | Path | None = None,
+    client_ca: str | Path | None = None,
+    *,
+    web: bool = True,
 ) -> ssl.SSLContext:
     """A TLS 1.2+ server context with Mozilla intermediate ciphers.
 
     With ``client_ca``, clients may present a certificate signed by that CA; its
-    common name then names a user who can log in without a password.
+    common name then names a user who can log in without a password. With ``web``,
+    ALPN offers ``http/1.1`` (never ``h2``): a client that asks for it (a browser) gets
+    the web edge; one that asks for nothing, or only for protocols we do not speak,
+    completes the handshake without ALPN and gets the line protocol.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(INTERMEDIATE_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION
+    if web:
+        context.set_alpn_protocols([ALPN_HTTP])
     context.load_cert_chain(str(cert), str(key) if key else None)
     if client_ca is not None:
         context.load_verify_locations(str(client_ca))
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def load_server_context(
+    cert: str | Path,
+    key: str | Path | None = None,
+    client_ca: str | Path | None = None,
+    *,
+    web: bool = True,
+) -> tuple[ssl.SSLContext, str]:
+    """:func:`make_server_context` from the files as they are now, and which certificate it is.
+
+    Used at start-up and on every SIGHUP, so a renewed certificate is loaded with exactly
+    the options of the first. Returns the context and ``"SUBJECT, notAfter DATE"`` of the
+    leaf certificate, for the log. Raises :exc:`CertificateError` with one line saying
+    what is wrong (OpenSSL's own "PEM lib" says little), so that a bad renewal can be
+    logged as one line while the old context stays in use.
+    """
+    cert, key = Path(cert), Path(key) if key is not None else None
+    ca = Path(client_ca) if client_ca is not None else None
+    try:
+        cert_pem = cert.read_bytes()
+        key_pem = key.read_bytes() if key is not None else cert_pem
+        ca_pem = ca.read_bytes() if ca is not None else None
+    except OSError as exc:
+        raise CertificateError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    key_name = key or cert
+    if b"ENCRYPTED PRIVATE KEY-----" in key_pem or b"Proc-Type: 4,ENCRYPTED" in key_pem:
+        # OpenSSL would ask for the passphrase on the terminal, blocking the main loop
+        raise CertificateError(f"{key_name}: the private key is encrypted; securechat needs "
+                               "it unencrypted (readable only by the server's user)")  # fmt: skip
+    try:
+        context = make_server_context(cert, key, ca, web=web)
+    except (OSError, ssl.SSLError) as exc:
+        if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
+            problem = f"{cert}: no PEM certificate"
+        elif b"PRIVATE KEY-----" not in key_pem:
+            problem = f"{key_name}: no PEM private key"
+        elif ca_pem is not None and b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            problem = f"{ca}: no PEM certificate"
+        elif getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            problem = f"the private key in {key_name} does not match the certificate in {cert}"
+        else:
+            names = ", ".join(str(path) for path in (cert, key, ca) if path is not None)
+            problem = f"{names}: {exc}"
+        raise CertificateError(problem) from None
+    # OpenSSL read the files again; a file replaced in between is read whole either time
+    # (renewals rename into place), so at worst this names the certificate of the moment.
+    try:
+        leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+        expires = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+        described = f"{leaf.subject.rfc4514_string()}, notAfter {expires}"
+    except (ValueError, IndexError):
+        described = f"from {cert}"
+    return context, described
+
+
+def reload_certificate(server: Server, load: Callable[[], tuple[ssl.SSLContext, str]]) -> bool:
+    """Swap ``server.context`` for a freshly loaded one (SIGHUP); keep the old one on failure.
+
+    Connections wrap their socket with ``server.context`` when their handshake starts, so
+    new handshakes get the new certificate while established connections, which keep
+    their own TLS objects, carry on untouched. A bad file is one ERROR line, no traceback:
+    the server goes on with the certificate it has.
+    """
+    try:
+        context, described = load()
+    except CertificateError as exc:
+        log.error("certificate not reloaded, still using the old one: %s", exc)
+        return False
+    server.context = context  # one attribute store: atomic for the I/O threads
+    log.info("certificate reloaded: %s", described)
+    return True
 
 
 @contextlib.contextmanager
@@ -65,19 +151,35 @@ def durable_hub(
     admins: Sequence[str] = (),
     fsync: bool = False,
     frame_limit: int = DEFAULT_FRAME_LIMIT,
+    token_days: float = DEFAULT_TOKEN_DAYS,
 ) -> Iterator[Hub]:
     """A hub whose history lives in ``data_dir`` (created 0700), committed in groups.
 
+    Its login tokens (:attr:`Hub.tokens`) live in the same database and last
+    ``token_days``.
+
     On exit, everything submitted is committed and delivered before the store closes.
+    Raises :exc:`StoreError` (one line saying why) when the directory or the database
+    cannot be written: a server that cannot store a message should not start.
     """
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
     if data_dir.stat().st_mode & 0o077:
         log.warning("data directory %s is accessible by other users; chmod 700 it", data_dir)
     store = SqliteStore(data_dir / DATABASE_NAME, fsync=fsync)
+    try:
+        store.check_writable()
+    except StoreError:
+        store.close()
+        raise
     committer = GroupCommitter(store)
     try:
-        yield Hub(user_exists=passwords.exists, admins=admins,
+        hub = Hub(user_exists=passwords.exists, admins=admins,
                   store=store, committer=committer, max_frame_bytes=frame_limit)  # fmt: skip
+        hub.tokens = LoginTokens(store, committer, passwords.fingerprint, days=token_days)
+        yield hub
     finally:
         committer.close()
         store.close()
@@ -98,8 +200,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default="data", help="where history is stored")
     parser.add_argument("--fsync", action="store_true",
                         help="fsync every commit (survives power loss; slower)")  # fmt: skip
+    parser.add_argument("--token-days", type=float, default=DEFAULT_TOKEN_DAYS,
+                        help="login tokens (what keeps a browser signed in) expire after "
+                        "this many days (default %(default)g)")  # fmt: skip
     parser.add_argument("--frame-limit", type=int, default=DEFAULT_FRAME_LIMIT,
                         help=f"largest frame in bytes (at least {MIN_FRAME_LIMIT})")  # fmt: skip
+    parser.add_argument("--no-web", action="store_true", help="no HTTP and WebSocket for "
+                        "browsers: ALPN offers nothing, every client speaks the line "
+                        "protocol")  # fmt: skip
+    parser.add_argument("--web-origin", action="append", default=[], metavar="URL",
+                        help="another origin (https://host[:port]) whose pages may open "
+                        "the WebSocket; the server's own always may (repeatable)")  # fmt: skip
     limits = parser.add_argument_group("limits (defaults from the protocol)")
     defaults = Limits()
     limits.add_argument("--frame-rate", type=float, default=defaults.frame_rate,
@@ -122,12 +233,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--port must be between 0 and 65535")
     if args.frame_limit < MIN_FRAME_LIMIT:
         parser.error(f"--frame-limit must be at least {MIN_FRAME_LIMIT}")
+    if not 0 < args.token_days <= 3650:
+        parser.error("--token-days must be more than 0 and at most 3650")
     if args.frame_rate <= 0 or args.frame_burst < 1:
         parser.error("--frame-rate must be positive and --frame-burst at least 1")
     if not 0 <= args.flush_interval <= 1000:
         parser.error("--flush-interval must be between 0 and 1000 (milliseconds)")
     if args.max_connections < 1 or args.max_per_address < 1 or args.io_threads < 1:
         parser.error("--max-connections, --max-per-address and --io-threads must be at least 1")
+    for origin in args.web_origin:
+        try:
+            normalize_origin(origin)
+        except ValueError as exc:
+            parser.error(f"--web-origin: {exc}")
     return args
 
 
@@ -136,12 +254,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+    def load() -> tuple[ssl.SSLContext, str]:
+        return load_server_context(args.cert, args.key, args.client_ca, web=not args.no_web)
+
     try:
-        context = make_server_context(args.cert, args.key, args.client_ca)
-    except (OSError, ssl.SSLError) as exc:
-        names = " or ".join(filter(None, [args.cert, args.key, args.client_ca]))
-        print(f"securechat-server: cannot load certificate {names}: {exc}", file=sys.stderr)
+        context, described = load()
+    except CertificateError as exc:
+        print(f"securechat-server: cannot load certificate: {exc}", file=sys.stderr)
         return 1
+    log.info("certificate: %s", described)
     passwd_path = Path(args.passwd)
     if not passwd_path.exists():
         log.warning("password file %s does not exist: nobody can log in until "
@@ -153,10 +275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PasswordFileError as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()  # handlers first: a signal during start-up still stops us
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    # Handlers first: a signal during start-up is acted on once the server runs. A handler
+    # runs in the main thread between bytecodes, perhaps inside a lock the main thread
+    # holds, so it only queues the signal (SimpleQueue.put is reentrant); the main loop
+    # below does the work: stop, or reload the certificate (SIGHUP).
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _frame: signals.put(signum))
     admins = [name.strip() for name in args.admins.split(",") if name.strip()]
+    web = None if args.no_web else WebSite(origins=args.web_origin)
+    if web is not None and b"/" not in web.files.files:
+        log.warning("the web client's files are missing (no index.html): browsers get 404")
     limits = Limits(
         frame_bytes=args.frame_limit, frame_rate=args.frame_rate, frame_burst=args.frame_burst,
         max_connections=args.max_connections, max_per_address=args.max_per_address,
@@ -164,15 +293,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     try:
         with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync,
-                         frame_limit=args.frame_limit) as hub:  # fmt: skip
-            server = Server(context, hub, passwords.verify, args.host, args.port, limits)
+                         frame_limit=args.frame_limit,
+                         token_days=args.token_days) as hub:  # fmt: skip
+            server = Server(context, hub, passwords.verify, args.host, args.port, limits, web)
             try:
                 server.start()
             except OSError as exc:
                 print(f"securechat-server: cannot listen on {args.host}:{args.port}: {exc}",
                       file=sys.stderr)  # fmt: skip
                 return 1
-            stop.wait()
+            if web is not None:
+                host, port = server.address
+                log.info("web client: https://%s:%d/", f"[{host}]" if ":" in host else host, port)
+            while signals.get() == signal.SIGHUP:
+                reload_certificate(server, load)
             log.info("shutting down")
             server.shutdown()
     except (StoreError, OSError) as exc:
@@ -182,7 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Connection", "Limits", "Server", "durable_hub", "main", "make_server_context"]
+__all__ = [
+    "Connection",
+    "Limits",
+    "Server",
+    "durable_hub",
+    "load_server_context",
+    "main",
+    "make_server_context",
+    "reload_certificate",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())

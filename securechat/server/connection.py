@@ -6,6 +6,13 @@ threads on one connection (STYLE.md). Other threads reach it only through its
 :class:`~securechat.server.mailbox.Mailbox` side (frames queued, the I/O thread marked)
 and :meth:`Connection.request_close`. The protocol itself is its
 :class:`~securechat.server.session.Session`.
+
+A client that chose HTTP by ALPN (a browser; the transport's ``Server.web`` says
+whether there is a web edge) talks through an :class:`Edge` instead of the
+:class:`~securechat.protocol.framing.LineReader`: the edge turns what is read into frame
+lines and the encoded frames into what is written, and answers HTTP requests itself
+until a WebSocket opens, when the session begins as a line client's does after the
+handshake. A line client's path (``edge is None``) is the same as without the edge.
 """
 
 import contextlib
@@ -18,7 +25,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from securechat import __version__
 from securechat.exceptions import FrameTooLarge, ProtocolError
@@ -27,7 +34,7 @@ from securechat.protocol.frames import ServerPing, Welcome, error_frame
 from securechat.protocol.framing import DEFAULT_FRAME_LIMIT, LineReader
 from securechat.server.limits import TokenBucket, address_key
 from securechat.server.mailbox import Feed, Mailbox
-from securechat.server.session import Session
+from securechat.server.session import Line, Session
 
 if TYPE_CHECKING:
     from securechat.server.transport import IOThread, Server
@@ -46,6 +53,52 @@ TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 LINGER_SECONDS = 1.0
 SLOW_CONSUMER = error_frame("slow_consumer", "you are not reading fast enough; disconnecting")
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
+ALPN_HTTP = "http/1.1"  # the protocol a client names to get the web edge
+
+
+class Edge(Protocol):
+    """A protocol between the TLS byte stream and the session's frame lines (the web edge).
+
+    Declared here so that the connection need not import the edges (the import
+    contracts keep ``connection`` and ``web`` apart; the transport wires them).
+    """
+
+    @property
+    def chatting(self) -> bool:
+        """Frames flow (a WebSocket is open): the session has begun."""
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will be said after what :meth:`wire` gives: close then."""
+
+    @property
+    def backlogged(self) -> bool:
+        """Input is held back until the output before it is sent: read no more."""
+
+    @property
+    def heard(self) -> bool:
+        """The last :meth:`receive` completed something (a request, a message, a ping)."""
+
+    @property
+    def partial(self) -> bool:
+        """Part of a request or message is held."""
+
+    @property
+    def plain(self) -> bool:
+        """:meth:`wire` depends on its frames alone now (nothing of the edge's own waits):
+        members in this state may share one encoding of a room's frames."""
+
+    def receive(self, data: bytes) -> list[Line]:
+        """Feed bytes read (``b""``: go on with what is held); the frame lines completed.
+
+        May raise :exc:`~securechat.exceptions.FrameTooLarge`.
+        """
+
+    def wire(self, frames: bytes) -> bytes:
+        """The edge's own bytes waiting, then ``frames`` (encoded, ``\\n`` each) as sent."""
+
+    def close(self) -> bytes:
+        """What to send last, once, before closing (e.g. a WebSocket close frame)."""
 
 
 @dataclass
@@ -109,7 +162,8 @@ class Connection(Mailbox):
         # Owned by the I/O thread.
         self.state = "handshake"
         self.reader = LineReader(self.limits.frame_bytes)
-        self.held: deque[bytes] = deque()  # lines read, not handled yet
+        self.edge: Edge | None = None  # the web edge, for a client that chose HTTP
+        self.held: deque[Line] = deque()  # lines read, not handled yet
         self.pending = b""  # bytes of an unfinished TLS write
         self.in_worker = False  # a pre-login frame is being handled by a worker
         self.readable = self.want_write = self.want_read = self.more = False
@@ -180,6 +234,8 @@ class Connection(Mailbox):
             return OUT if self.want_write else IN
         if self.state == "serving":
             reading = not self.held and not self.in_worker and not self.session.doomed
+            if self.edge is not None and self.edge.backlogged:
+                reading = False
             return (IN if reading or self.want_read else 0) | (OUT if self.want_write else 0)
         if self.state == "closing":
             return (OUT if self.want_write else 0) | (IN if self.want_read else 0)
@@ -200,17 +256,28 @@ class Connection(Mailbox):
         else:
             self.want_write = False
             self.state = "serving"
-            now = self.last_heard = time.monotonic()
-            self.deadline = now + self.limits.login_timeout
-            if self.busy:
-                self.session.fail(ProtocolError("server_busy", "too many connections; try "
-                                                "again later", fatal=True))  # fmt: skip
+            web = self.server.web
+            if web is not None and self.tls.selected_alpn_protocol() == ALPN_HTTP:
+                # Until a WebSocket opens, the login deadline is the keep-alive limit.
+                self.edge = web.open(frame_limit=self.limits.frame_bytes, busy=self.busy)
+                self.deadline = time.monotonic() + self.limits.login_timeout
             else:
-                self.session.cert_user = _certificate_user(self.tls)
-                self.push(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
+                self._begin()
             return
         if time.monotonic() >= self.deadline:
             raise _Closed
+
+    def _begin(self) -> None:
+        """The session starts (handshake done, or WebSocket open): welcome, login deadline."""
+        assert self.tls is not None
+        now = self.last_heard = time.monotonic()
+        self.deadline = now + self.limits.login_timeout
+        if self.busy:
+            self.session.fail(ProtocolError("server_busy", "too many connections; try "
+                                            "again later", fatal=True))  # fmt: skip
+        else:
+            self.session.cert_user = _certificate_user(self.tls)
+            self.push(Welcome(version=__version__, protocol=PROTOCOL_VERSION).encode())
 
     def _serve(self) -> None:
         session = self.session
@@ -223,7 +290,11 @@ class Connection(Mailbox):
             session.closing = True
             self.push_last(reason)
         session.resume()
-        if not self.held and not self.in_worker and not session.closing and not session.doomed:
+        edge = self.edge
+        if edge is not None and edge.backlogged and not self.pending:
+            self._receive(b"")  # requests held back while their answers were sent
+        if (not self.held and not self.in_worker and not session.closing and not session.doomed
+                and not (edge is not None and edge.backlogged)):  # fmt: skip
             self._read()
         while self.held and not session.waiting and not session.closing and not self.in_worker:
             if session.logged_in:
@@ -231,7 +302,11 @@ class Connection(Mailbox):
             else:  # may run bcrypt: not on this thread
                 self.in_worker = True
                 self.server.workers.submit(self._handle_in_worker, self.held.popleft())
+        if edge is not None and edge.finished and not self.held and not self.in_worker:
+            session.closing = True  # (the peer closed, or HTTP ends after the answers)
         self._flush()
+        if edge is not None and edge.backlogged and not self.pending and not self.want_write:
+            self.wake()  # the next requests, once the others of this thread had a turn
         if session.closing and not self.in_worker:
             self.state = "closing"
             self.deadline = time.monotonic() + self.limits.flush_timeout
@@ -263,11 +338,16 @@ class Connection(Mailbox):
 
         The hot path of a busy room, once per member and turn. Members at the same
         position in the feed share one joined block (``blocks``, by position, for this
-        turn) and each gets it in one ``send``. Anything else takes the general path
+        turn) and each gets it in one ``send``; WebSocket members at the same position
+        share its encoding as messages too (made by the first one's codec: a server's
+        frames are not masked, so every member's would be the same bytes), under the
+        position's complement. Anything else takes the general path
         (:meth:`write_feeds`): frames of its own queued, an unfinished write, a member
-        of several rooms, a closing or overflowing connection, a member far behind.
+        of several rooms, a closing or overflowing connection, a member far behind, an
+        edge with bytes of its own to send first.
         """
-        if self.state != "serving" or self.pending:
+        edge = self.edge
+        if self.state != "serving" or self.pending or (edge is not None and not edge.plain):
             self.write_feeds()
             return
         if self.want_write:
@@ -290,6 +370,12 @@ class Connection(Mailbox):
             return
         if not block[0]:
             return
+        if edge is not None:
+            assert cursor is not None  # (the block starts there)
+            encoded = blocks.get(~cursor)
+            if encoded is None:
+                encoded = blocks[~cursor] = (edge.wire(block[0]), block[1])
+            block = encoded
         self.pending = block[0]
         try:
             waiting = not self._send_pending()
@@ -329,7 +415,11 @@ class Connection(Mailbox):
                     break  # handle what came before the end first
                 raise _Closed
             try:
-                self.held.extend(self.reader.feed(data))
+                if self.edge is None:
+                    self.held.extend(self.reader.feed(data))
+                elif not self._receive(data):
+                    self.more = True  # (OpenSSL may hold more, decrypted: look when resuming)
+                    break
             except FrameTooLarge as error:
                 self.session.answer(error)
                 return
@@ -337,20 +427,36 @@ class Connection(Mailbox):
             self.more = True
             self.wake()  # let the other connections of this thread have a turn first
         now = time.monotonic()
-        if self.held:
+        if self.held or (self.edge is not None and self.edge.heard):
             self.last_heard = now
             self.pinged = False
-        if not self.reader.pending:
+        if not (self.reader.pending if self.edge is None else self.edge.partial):
             self.partial_since = None
         elif self.partial_since is None:
             self.partial_since = now
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed ``data`` to the edge; False when it reads no more (finished, held back)."""
+        edge = self.edge
+        assert edge is not None
+        chatting = edge.chatting
+        self.held.extend(edge.receive(data))
+        if not chatting:
+            if edge.chatting:  # the WebSocket has just opened
+                self._begin()
+            elif edge.heard:  # a request: the keep-alive limit starts again
+                self.deadline = time.monotonic() + self.limits.login_timeout
+        return not (edge.finished or edge.backlogged)
 
     def _flush(self) -> None:
         assert self.tls is not None
         self.want_write = False
         for _ in range(64):
             if not self.pending:
-                self.pending = self.next_chunk(WRITE_CHUNK)
+                if self.edge is None:
+                    self.pending = self.next_chunk(WRITE_CHUNK)
+                else:
+                    self.pending = self.edge.wire(self.next_chunk(WRITE_CHUNK))
                 if not self.pending:
                     return
             if not self._send_pending():
@@ -415,8 +521,16 @@ class Connection(Mailbox):
             if time.monotonic() >= self.deadline:
                 raise _Closed
             return
-        if not self.idle():
+        edge = self.edge
+        if edge is not None and edge.finished:
+            pass  # (it sends nothing more: what is queued has no one to go to)
+        elif not self.idle():
             return
+        elif edge is not None:
+            self.pending = edge.close()  # e.g. the WebSocket close frame, after the last frame
+            self._flush()
+            if self.pending or self.want_write:
+                return  # (back here once it is sent)
         assert self.tls is not None
         # Half-close, then drain briefly: closing with unread input sends a reset that
         # can destroy our last frame (e.g. frame_too_large) before the client reads it.
@@ -441,8 +555,11 @@ class Connection(Mailbox):
     def _send_best_effort(self, frame: bytes) -> None:
         """Try to send one last frame without waiting (slow consumer, timeouts)."""
         if self.tls is not None and not self.pending:
+            if self.edge is not None:
+                frame = self.edge.wire(frame) + self.edge.close()
             with contextlib.suppress(OSError, ssl.SSLError):
-                self.tls.send(frame)
+                if frame:
+                    self.tls.send(frame)
 
     def _finish(self) -> None:
         """Leave the hub, close the socket, forget the connection (once a worker is done)."""

@@ -13,24 +13,36 @@ that callback, after the commit, so an acknowledgement is never sent for somethi
 a crash could lose. A room tracks two counters: ``next_id`` (assigned) and
 ``last_id`` (committed and delivered, what ``joined`` and ``history`` show).
 
-Locking: the hub's lock guards the room table, the user table and the direct
-message counter; each :class:`Room` has its own lock, which covers assigning a
-message id, submitting the write, and (in the callback) delivering the frame to
-every member (one append to its feed), so all members see a room's events in one
-order. Both are re-entrant because an inline committer runs the callback in the
+A write whose commit failed (a full disk, a read-only file system...) gets its
+failure callback instead: its sender is told ``unavailable`` (the write was not
+stored, try again), nobody else hears of it, and nothing in memory changed for it;
+the ids it had taken stay unused, a gap, never given to another message.
+
+Direct messages: each connection has a :class:`DmCursor`. After its login a
+catch-up reads the DMs it is due from the store, a page at a time as the connection
+takes them, and live delivery takes over once it has caught up, so each DM comes
+once and in id order (protocol.md, "Exact DM catch-up").
+
+Locking: the hub's lock guards the room table, the user table, the direct message
+counter and the connections' DM cursors; each :class:`Room` has its own lock, which
+covers assigning a message id, submitting the write, and (in the callback)
+delivering the frame to every member (one append to its feed), so all members see a
+room's events in one order. Both are re-entrant because an inline committer runs the callback in the
 submitting thread. No socket write happens under either lock (mailboxes only
 queue). Lock order is always room, then hub, then mailbox.
 """
 
 import threading
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
 from pydantic_core import to_json
 
-from securechat.exceptions import ProtocolError
+from securechat.exceptions import ProtocolError, StoreUnavailable
 from securechat.protocol.frames import (
     Deleted,
     DirectMessage,
@@ -42,9 +54,11 @@ from securechat.protocol.frames import (
     MembersReply,
     MessageRecord,
     Presence,
+    ReadMarker,
     RoomInfo,
     RoomsReply,
     ServerFrame,
+    error_frame,
     message_bytes,
     timestamp,
 )
@@ -58,15 +72,19 @@ from securechat.server.store import (
     EditMessage,
     InlineCommitter,
     SetDmMarker,
+    SetReadMarker,
     SqliteStore,
     Store,
     StoredMessage,
     Write,
 )
+from securechat.server.tokens import LoginTokens
 
 T = TypeVar("T")
 JOIN_HISTORY = 50
 RECENT_CACHE = 200  # messages per room kept in memory for joins and edits
+CATCH_UP_PAGE = 256  # DMs per catch-up step at most (and a quarter of the mailbox's bounds)
+NOT_STORED = "not stored: the server could not write to its disk; try again"
 
 
 class Member(Protocol):
@@ -80,7 +98,13 @@ class Member(Protocol):
 class Committer(Protocol):
     """Makes writes durable, then runs their callbacks in submission order."""
 
-    def submit(self, write: Write | None, then: Callable[[], None] | None = None) -> None: ...
+    def submit(
+        self,
+        write: Write | None,
+        then: Callable[[], None] | None = None,
+        failed: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """``then`` after ``write`` is committed, or ``failed`` (with why) if it was not."""
 
 
 def record(room: str, message: StoredMessage) -> MessageRecord:
@@ -101,10 +125,44 @@ def with_ref(data: bytes, ref: str | None) -> bytes:
     return b'%s,"ref":%s}\n' % (data[:-2], to_json(ref)) if ref else data
 
 
+def not_stored(error: Exception) -> ProtocolError:
+    """The answer to a write whose commit failed with ``error``.
+
+    ``unavailable`` when the storage failed (the client may try again after
+    ``retry_after``); ``internal`` when the failure was a bug of ours.
+    """
+    if isinstance(error, StoreUnavailable):
+        return ProtocolError("unavailable", NOT_STORED, retry_after=error.retry_after)
+    return ProtocolError("internal", "internal server error; the request was not carried out")
+
+
 def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
     return DirectMessage(
         id=dm.id, from_=dm.sender, to=dm.recipient, text=dm.text, ts=dm.ts, ref=ref
     )
+
+
+@dataclass(eq=False)
+class DmCursor:
+    """Where one connection stands in its user's direct messages (under the hub's lock).
+
+    The connection is due every DM to its user with an id above ``upto``, and every DM
+    from its user with an id above both ``upto`` and ``sent_after``; ``upto`` is the
+    newest id queued for it (or passed over). While ``catching_up``, live delivery
+    leaves it out: a DM is committed before its delivery runs, so the catch-up reads it
+    from the store, in id order, once (and ends before one whose delivery is still to
+    run). Its own DMs' replies wait for it in ``own`` (id -> ref), and the write
+    barriers behind them in ``waiting``.
+    """
+
+    upto: int
+    sent_after: int
+    catching_up: bool = True
+    own: dict[int, str | None] = field(default_factory=dict)
+    waiting: list[Callable[[], None]] = field(default_factory=list)
+
+    def due(self, user: str, dm: DmRecord) -> bool:
+        return dm.id > self.upto and (dm.recipient == user or dm.id > self.sent_after)
 
 
 class Room:
@@ -134,11 +192,19 @@ class Room:
         self.feed.append(*data)
 
     def cached(self, message_id: int) -> StoredMessage | None:
-        """The message with this id if it is in the recent cache."""
-        if self.recent:
-            index = message_id - self.recent[0].id
-            if 0 <= index < len(self.recent):
-                return self.recent[index]
+        """The message with this id if it is in the recent cache.
+
+        Ids in the cache are consecutive unless a failed commit left a gap, so the
+        message is looked up by its offset first, and searched for only if that misses.
+        """
+        recent = self.recent
+        if recent:
+            index = message_id - recent[0].id
+            if 0 <= index < len(recent) and recent[index].id == message_id:
+                return recent[index]
+            index = bisect_left(recent, message_id, key=lambda m: m.id)
+            if index < len(recent) and recent[index].id == message_id:
+                return recent[index]
         return None
 
 
@@ -166,30 +232,82 @@ class Hub:
             name: Room(name, last_id) for name, last_id in self.store.room_counters().items()
         }
         self._users: dict[str, set[Member]] = {}
+        self._dm_cursors: dict[Member, DmCursor] = {}
         self._dm_counter, self._dm_markers = self.store.dm_state()
+        self._dm_delivered = self._dm_counter  # the newest DM whose delivery has run
+        self._read_markers: dict[tuple[str, str], int] = {}  # (user, #room or @user): id
+        self.tokens: LoginTokens | None = None  # login tokens, where the store keeps them
 
     # -- connections
 
-    def register(self, member: Member) -> None:
-        """A connection has logged in: it gets the direct messages sent while away."""
+    def register(self, member: Member, dm_after: int | None = None) -> None:
+        """A connection has logged in: the direct messages it is due come first, in order.
+
+        With ``dm_after`` (the last DM id the client holds), every DM to or from the user
+        after it. Without, the DMs to the user that no connection of it was sent yet (the
+        user's delivery marker), and those from the user sent from now on.
+        """
         with self._lock:
             self._users.setdefault(member.user, set()).add(member)
+            if dm_after is None:
+                cursor = DmCursor(self._dm_markers.get(member.user, 0), self._dm_counter)
+            else:  # (no client holds a DM that does not exist yet: e.g. another database's)
+                held = min(dm_after, self._dm_counter)
+                cursor = DmCursor(held, held)
+            self._dm_cursors[member] = cursor
         self._committer.submit(None, partial(self._catch_up, member))
 
     def _catch_up(self, member: Member) -> None:
-        """(After every earlier commit.) Deliver DMs the user has not been sent yet."""
+        """(After every earlier commit.) Queue the next page of the DMs ``member`` is due.
+
+        A page is at most a quarter of the mailbox's bounds, and the next one is read once
+        the writer has taken it, so a user away for long is no slow consumer. A page that
+        is not full ends the catch-up: what comes later, live delivery sends.
+        """
+        mailbox, user = member.mailbox, member.user
         with self._lock:
-            if member not in self._users.get(member.user, ()):
+            cursor = self._dm_cursors.get(member)
+            if cursor is None or not cursor.catching_up:
                 return
-            missed = self.store.dms_after(member.user, self._dm_markers.get(member.user, 0))
-            for dm in missed:
-                member.mailbox.push(dm_frame(dm).encode())
-            if missed:
-                self._mark_delivered(member.user, missed[-1].id)
+            limit = max(1, min(CATCH_UP_PAGE, mailbox.max_frames // 4))
+            budget = mailbox.max_bytes // 4
+            dms = self.store.dms_after(user, cursor.upto, sent_after=cursor.sent_after,
+                                       limit=limit)  # fmt: skip
+            more = len(dms) == limit
+            if dms and dms[-1].id > self._dm_delivered:
+                # Committed in the batch this runs in, their delivery still to run: it
+                # sends them (with the sender's ref), as the catch-up ends here.
+                dms = [dm for dm in dms if dm.id <= self._dm_delivered]
+                more = False
+            frames: list[bytes] = []
+            size = marker = 0
+            for dm in dms:
+                data = dm_frame(dm, cursor.own.get(dm.id)).encode()
+                if frames and size + len(data) > budget:
+                    break
+                frames.append(data)
+                size += len(data)
+                cursor.upto = dm.id
+                cursor.own.pop(dm.id, None)
+                if dm.recipient == user:
+                    marker = dm.id
+            if marker:
+                self._mark_delivered(user, marker)
+            more = more or len(frames) < len(dms)
+            cursor.catching_up = more
+            waiting: list[Callable[[], None]] = []
+            if not cursor.own:
+                waiting, cursor.waiting = cursor.waiting, []
+            next_page = partial(self._committer.submit, None, partial(self._catch_up, member))
+            mailbox.push_run(frames, next_page if more else None)
+        for callback in waiting:
+            callback()
 
     def _mark_delivered(self, user: str, dm_id: int) -> None:
-        self._dm_markers[user] = dm_id
-        self._committer.submit(SetDmMarker(user, dm_id))
+        """Move the user's delivery marker up to ``dm_id`` (never down)."""
+        if dm_id > self._dm_markers.get(user, 0):
+            self._dm_markers[user] = dm_id
+            self._committer.submit(SetDmMarker(user, dm_id))
 
     def disconnect(self, member: Member) -> None:
         """A connection is gone: leave its rooms and forget it. Safe to call twice."""
@@ -201,10 +319,28 @@ class Hub:
                 conns.discard(member)
                 if not conns:
                     del self._users[member.user]
+            cursor = self._dm_cursors.pop(member, None)
+        for callback in cursor.waiting if cursor is not None else ():
+            callback()
 
-    def after_commits(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once everything submitted so far is committed and delivered."""
+    def after_commits(self, callback: Callable[[], None], member: Member | None = None) -> None:
+        """Run ``callback`` once everything submitted so far is committed and delivered.
+
+        For ``member``, delivered includes the replies to its own DMs that wait for its
+        catch-up to reach them, so that replies keep the order of requests.
+        """
+        if member is not None:
+            callback = partial(self._after_own_replies, member, callback)
         self._committer.submit(None, callback)
+
+    def _after_own_replies(self, member: Member, callback: Callable[[], None]) -> None:
+        cursor = self._dm_cursors.get(member)
+        if cursor is not None and cursor.own:  # (rare: look again under the lock)
+            with self._lock:
+                if cursor.own:
+                    cursor.waiting.append(callback)
+                    return
+        callback()
 
     def online_users(self) -> list[str]:
         with self._lock:
@@ -278,7 +414,8 @@ class Hub:
                 member.rooms.add(name)
                 member.mailbox.follow(room.feed)
                 joined = partial(Joined, room=name, members=sorted(room.members),
-                                 last_id=room.last_id, ref=ref)  # fmt: skip
+                                 last_id=room.last_id, ref=ref,
+                                 read_id=self._read_marker(member.user, f"#{name}"))  # fmt: skip
                 member.mailbox.push(self._fitted(
                     lambda items, joined=joined: joined(history=items),
                     self._latest(room, JOIN_HISTORY), keep_newest=True,
@@ -314,8 +451,11 @@ class Hub:
             ts, first = self._clock(), room.next_id + 1
             room.next_id += len(run)
             messages = [StoredMessage(first + n, user, text, ts) for n, (text, _) in enumerate(run)]
-            then = partial(self._sent, room, messages, member, [ref for _, ref in run])
-            self._committer.submit(AddMessages(name, messages), then)
+            refs = [ref for _, ref in run]
+            then = partial(self._sent, room, messages, member, refs)
+            # Not stored: the ids taken stay a gap (``next_id`` is not wound back).
+            failed = partial(self._not_stored, member, refs)
+            self._committer.submit(AddMessages(name, messages), then, failed)
 
     def _sent(
         self, room: Room, messages: list[StoredMessage], sender: Member, refs: list[str | None]
@@ -338,7 +478,8 @@ class Hub:
             frame = Edited(room=name, id=message_id, user=member.user, text=text,
                            ts=self._clock())  # fmt: skip
             then = partial(self._edited, room, frame, member, ref)
-            self._committer.submit(EditMessage(name, message_id, text, frame.ts), then)
+            failed = partial(self._not_stored, member, [ref])
+            self._committer.submit(EditMessage(name, message_id, text, frame.ts), then, failed)
 
     def _edited(self, room: Room, frame: Edited, sender: Member, ref: str | None) -> None:
         with room.lock:
@@ -356,7 +497,8 @@ class Hub:
             room.deleting.add(message_id)
             frame = Deleted(room=name, id=message_id, by=member.user, ts=self._clock())
             then = partial(self._deleted, room, frame, member, ref)
-            self._committer.submit(DeleteMessage(name, message_id), then)
+            failed = partial(self._not_deleted, room, message_id, member, ref)
+            self._committer.submit(DeleteMessage(name, message_id), then, failed)
 
     def _deleted(self, room: Room, frame: Deleted, sender: Member, ref: str | None) -> None:
         with room.lock:
@@ -365,6 +507,73 @@ class Hub:
             room.deleting.discard(frame.id)
             data, own = encoded(frame, ref)
             room.broadcast(data, sender=sender, own=(own,))
+
+    def _not_deleted(
+        self, room: Room, message_id: int, sender: Member, ref: str | None, error: Exception
+    ) -> None:
+        with room.lock:
+            room.deleting.discard(message_id)  # it is still there: it may be edited or deleted
+        self._not_stored(sender, [ref], error)
+
+    def _not_stored(self, sender: Member, refs: Sequence[str | None], error: Exception) -> None:
+        """(After a failed commit.) Tell the sender, once for each request of the write."""
+        problem = not_stored(error)
+        for ref in refs:
+            sender.mailbox.push(error_frame(problem.code, problem.message, ref,
+                                            problem.retry_after))  # fmt: skip
+
+    # -- read markers
+
+    def _read_marker(self, user: str, target: str) -> int:
+        """The last id ``user`` has read in ``target`` (committed), from memory or the store."""
+        with self._lock:
+            key = (user, target)
+            marker = self._read_markers.get(key)
+            if marker is None:
+                marker = self._read_markers[key] = self.store.read_marker(user, target)
+            return marker
+
+    def mark_read(
+        self, member: Member, room: str | None, other: str | None, upto: int, ref: str | None
+    ) -> None:
+        """``member``'s user has read up to ``upto`` in ``room`` or the DMs with ``other``.
+
+        A marker never moves back, nor past the newest id there is. Answered after the
+        commit (like every write, so replies keep the order of requests): every connection
+        of the user gets ``read`` when it moved, the asking one alone when it did not.
+        """
+        if room is not None:
+            upto = min(upto, self._joined_room(member, room).last_id)
+            target = f"#{room}"
+        else:
+            assert other is not None
+            if not self.user_exists(other):
+                raise ProtocolError("no_such_user", f"no user named {other!r}")
+            with self._lock:
+                upto = min(upto, self._dm_counter)
+            target = f"@{other}"
+        moved = upto > self._read_marker(member.user, target)
+        write = SetReadMarker(member.user, target, upto) if moved else None
+        then = partial(self._read_moved, member, room, other, target, upto, moved, ref)
+        self._committer.submit(write, then, partial(self._not_stored, member, [ref]))
+
+    def _read_moved(
+        self,
+        member: Member,
+        room: str | None,
+        other: str | None,
+        target: str,
+        upto: int,
+        moved: bool,
+        ref: str | None,
+    ) -> None:
+        user = member.user
+        with self._lock:
+            marker = max(upto, self._read_markers.get((user, target), 0))
+            self._read_markers[user, target] = marker
+            data, own = encoded(ReadMarker(room=room, with_=other, id=marker), ref)
+            for conn in self._users.get(user, ()) if moved else (member,):
+                conn.mailbox.push(own if conn is member else data)
 
     def history(
         self,
@@ -410,15 +619,26 @@ class Hub:
         with self._lock:
             self._dm_counter += 1
             dm = DmRecord(self._dm_counter, member.user, to, text, self._clock())
-            self._committer.submit(AddDm(dm), partial(self._dm_sent, dm, member, ref))
+            then = partial(self._dm_sent, dm, member, ref)
+            self._committer.submit(AddDm(dm), then, partial(self._not_stored, member, [ref]))
 
     def _dm_sent(self, dm: DmRecord, sender: Member, ref: str | None) -> None:
         with self._lock:
+            self._dm_delivered = max(self._dm_delivered, dm.id)
             data, own = encoded(dm_frame(dm), ref)
-            recipients = self._users.get(dm.recipient, set())
-            for conn in recipients | self._users.get(dm.sender, set()):
+            delivered = False
+            for conn in self._users.get(dm.recipient, set()) | self._users.get(dm.sender, set()):
+                cursor = self._dm_cursors[conn]
+                if not cursor.due(conn.user, dm):
+                    continue  # sent by its catch-up already, or from before it logged in
+                if cursor.catching_up:  # its catch-up reads this one from the store
+                    if conn is sender:
+                        cursor.own[dm.id] = ref
+                    continue
+                cursor.upto = dm.id
                 conn.mailbox.push(own if conn is sender else data)
-            if recipients:
+                delivered = delivered or conn.user == dm.recipient
+            if delivered:
                 self._mark_delivered(dm.recipient, dm.id)
 
     def dm_history(

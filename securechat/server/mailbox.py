@@ -31,6 +31,7 @@ prefix. Pure code otherwise: no sockets, no threads of its own.
 import threading
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 TRIM_EVERY = 256  # appends between two looks at how far behind the followers are
@@ -155,6 +156,7 @@ class Mailbox:
         self.overflow = False  # a slow consumer: nothing more is kept
         self.sealed = False  # the last frame is queued: nothing more is kept
         self.done = False  # the connection is gone
+        self._taken: Callable[[], None] | None = None  # see push_run
 
     def ready(self) -> None:
         """Something new can be taken (called under :attr:`lock`); the transport's hook."""
@@ -171,6 +173,31 @@ class Mailbox:
             if not self.overflow:
                 self._queue(data)
             self.ready()
+
+    def push_run(self, frames: Sequence[bytes], taken: Callable[[], None] | None = None) -> None:
+        """Queue ``frames`` as :meth:`push` does; ``taken`` runs once the writer has taken them.
+
+        For a backlog sent a page at a time (the DM catch-up): the next page is read only
+        when this one has left the queue, so a long one never trips the bounds. ``taken``
+        runs in the writer's thread with no lock held, or never if the connection ends.
+        """
+        now = None
+        with self.lock:
+            if self.done or self.overflow or self.sealed:
+                return
+            if self.cursors:
+                self._drain()
+            for data in frames:
+                if not self.overflow:
+                    self._queue(data)
+            if taken is not None and not self.overflow:
+                if self.queue:
+                    self._taken = taken
+                else:
+                    now = taken  # (nothing to wait for)
+            self.ready()
+        if now is not None:
+            now()
 
     def push_last(self, data: bytes) -> None:
         """Queue ``data`` as the last frame: anything pushed or appended later is dropped."""
@@ -235,6 +262,7 @@ class Mailbox:
 
     def next_chunk(self, budget: int) -> bytes:
         """Take about ``budget`` bytes of what is waiting, in order, as one block."""
+        then = None
         with self.lock:
             queue = self.queue
             # All of it in one go when it fits: the usual case (a sender's queue holds
@@ -261,7 +289,12 @@ class Mailbox:
                     size += taken
                     if size >= budget:
                         break
-            return b"".join(parts)
+            if self._taken is not None and not queue:
+                then, self._taken = self._taken, None
+            chunk = b"".join(parts)
+        if then is not None:
+            then()
+        return chunk
 
     def idle(self) -> bool:
         """Nothing is waiting to be taken."""
@@ -278,6 +311,7 @@ class Mailbox:
             self.done = True
             self.queue.clear()
             self.queued_bytes = 0
+            self._taken = None
 
     # -- under the lock
 

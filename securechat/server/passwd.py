@@ -12,6 +12,7 @@ reloads when the file changes, and an unknown user costs as much as a wrong pass
 import collections
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -261,6 +262,15 @@ class PasswordFile:
     def exists(self, user: str) -> bool:
         """Whether ``user`` is in the file (as it is now: one ``stat``, no copy)."""
         return user in self._current()[0]
+
+    def fingerprint(self, user: str) -> str | None:
+        """A digest of ``user``'s password hash as the file holds it now; ``None`` if unknown.
+
+        Login tokens are stored with it: a password change or deletion, made in the file
+        by ``securechat-adduser``, changes it, and every older token stops working.
+        """
+        stored = self._current()[0].get(user)
+        return hashlib.sha256(stored).hexdigest() if stored is not None else None
 
     def verify(self, user: str, password: str) -> bool:
         """True if ``password`` is right for ``user``; never raises for bad input."""

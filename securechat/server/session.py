@@ -29,6 +29,7 @@ from securechat.protocol.frames import (
     Login,
     LoginOk,
     Logout,
+    MarkRead,
     Members,
     Ping,
     Pong,
@@ -39,13 +40,17 @@ from securechat.protocol.frames import (
     parse_client_frame,
     salvage_ref,
 )
-from securechat.server.hub import Hub
+from securechat.server.hub import Hub, not_stored
 from securechat.server.limits import LoginThrottle, TokenBucket
 from securechat.server.mailbox import Mailbox
+from securechat.server.tokens import token_hash
 
 log = logging.getLogger("securechat.session")
 
-WRITES = (Send, Edit, Delete, Dm)  # answered after their commit; may be pipelined
+WRITES = (Send, Edit, Delete, Dm, MarkRead)  # answered after their commit; may be pipelined
+# A frame line as the transport hands it over, or the error an edge found in its place
+# (a WebSocket binary message): answered in order, after the rate limit, like a bad line.
+Line = bytes | ProtocolError
 MAX_LOGIN_FAILURES = 5
 MAX_REFUSALS = 100  # refused frames (decaying by one a second) before a flooder is dropped
 AUTH_FAILED_MESSAGE = "wrong user name or password"
@@ -85,6 +90,7 @@ class Session:
         self.rooms: set[str] = set()
         self.logged_in = False
         self.login_failures = 0
+        self.token_hash: bytes | None = None  # the login token this connection used or got
         self.closing = False
         self._lock = threading.Lock()  # one last frame, however many threads end us
         self.doomed = False  # a fatal error is on its way: read nothing more
@@ -129,7 +135,7 @@ class Session:
         """Requests are held until earlier writes are delivered: feed no more lines."""
         return bool(self._held)
 
-    def receive_line(self, line: bytes) -> None:
+    def receive_line(self, line: Line) -> None:
         """Handle one frame line from the client (see :meth:`receive_lines`)."""
         if self._held:  # (a transport feeds no lines meanwhile; this keeps the order)
             if not (self.closing or self.doomed):
@@ -141,7 +147,7 @@ class Session:
             return
         self.receive_lines(deque((line,)))
 
-    def receive_lines(self, lines: deque[bytes]) -> None:
+    def receive_lines(self, lines: deque[Line]) -> None:
         """Handle frame lines from the front of ``lines`` (the transport's thread).
 
         Replies keep the order of requests. Writes (send, edit, delete, dm) are
@@ -175,10 +181,12 @@ class Session:
         if self.doomed:
             lines.clear()  # nothing more is read from a client being disconnected
 
-    def _parse(self, line: bytes) -> AnyClientFrame | ProtocolError:
+    def _parse(self, line: Line) -> AnyClientFrame | ProtocolError:
         """The frame on ``line``, or the error to answer it with (over the rate, invalid)."""
         if self._bucket is not None and (wait := self._bucket.take()):
-            return self._refusal(wait, salvage_ref(line))
+            return self._refusal(wait, salvage_ref(line) if isinstance(line, bytes) else None)
+        if isinstance(line, ProtocolError):  # what the edge found in place of a line
+            return line
         try:
             return parse_client_frame(line)
         except ProtocolError as error:
@@ -286,10 +294,28 @@ class Session:
             hub.rooms(self, ref)
         elif isinstance(frame, Members):
             hub.members(self, frame.room, ref)
+        elif isinstance(frame, MarkRead):
+            hub.mark_read(self, frame.room, frame.with_, frame.id, ref)
+            self._await_commit()
         elif isinstance(frame, Logout):
-            self._last(Bye(ref=ref).encode())
+            self._logout(ref)
         else:  # pragma: no cover - the union above is exhaustive
             raise ProtocolError("internal", f"frame type {frame.type!r} is not handled")
+
+    def _logout(self, ref: str | None) -> None:
+        """``bye``, once the token this connection used (or was given) is revoked."""
+        tokens, digest = self.hub.tokens, self.token_hash
+        if tokens is None or digest is None:
+            self._last(Bye(ref=ref).encode())
+            return
+        self.doomed = True  # read nothing more: the session ends with the revocation
+
+        def not_revoked(error: Exception) -> None:
+            problem = not_stored(error)
+            message = f"logged out, but the login token is still valid: {problem.message}"
+            self._last(error_frame(problem.code, message, ref, problem.retry_after))
+
+        tokens.revoke(digest, lambda: self._last(Bye(ref=ref).encode()), not_revoked)
 
     def _await_commit(self) -> None:
         """Count the write just submitted as pending until it is delivered.
@@ -304,7 +330,7 @@ class Session:
                 return
             self._write_barrier = True
             self._pending += 1
-        self.hub.after_commits(self._write_barrier_passed)
+        self.hub.after_commits(self._write_barrier_passed, self)
 
     def _write_barrier_passed(self) -> None:
         """(The committer's thread.) Renew the barrier, or stop counting the writes."""
@@ -312,7 +338,7 @@ class Session:
             renew = self._write_barrier = self._writes_after_it
             self._writes_after_it = False
         if renew:
-            self.hub.after_commits(self._write_barrier_passed)
+            self.hub.after_commits(self._write_barrier_passed, self)
         else:
             self._passed()
 
@@ -325,7 +351,7 @@ class Session:
             then()
             self._passed()
 
-        self.hub.after_commits(done)
+        self.hub.after_commits(done, self)
 
     def _passed(self) -> None:
         """A barrier has passed; once none is pending, held requests may go."""
@@ -344,17 +370,24 @@ class Session:
             # was), this connection does (five failed logins of any kind close it).
             raise ProtocolError("rate_limited", "too many failed logins; wait and try again",
                                 retry_after=wait, fatal=self._login_failed())  # fmt: skip
-        if frame.password is None:  # only with a client certificate naming this user
+        tokens, token = self.hub.tokens, None
+        if frame.token is not None:  # (tokens are checked and issued here, in a login worker)
+            self.token_hash = tokens.check(user, frame.token) if tokens is not None else None
+            ok = self.token_hash is not None
+        elif frame.password is None:  # only with a client certificate naming this user
             ok = self.cert_user == user and self.hub.user_exists(user)
         else:
             ok = self._authenticate(user, frame.password)
         if ok:
             if throttle is not None:
                 throttle.succeeded(user, self.address)
+            if tokens is not None and frame.token is None:
+                token = tokens.issue(user)
+                self.token_hash = token_hash(token) if token is not None else None
             self.user = user
             self.logged_in = True
-            self.deliver(LoginOk(user=user, ref=frame.ref).encode())
-            self.hub.register(self)  # after login_ok: the DMs that waited come next
+            self.deliver(LoginOk(user=user, token=token, ref=frame.ref).encode())
+            self.hub.register(self, frame.dm_after)  # after login_ok: the DMs due come next
             return
         if throttle is not None:
             throttle.failed(user, self.address)

@@ -12,26 +12,39 @@ order. So an acknowledgement (the ``message`` echo) is sent only after its commi
 many rooms share each commit, and callbacks of one room run in id order.
 :class:`InlineCommitter` does the same synchronously, for tests and tools.
 
+A commit can fail for reasons that are nobody's bug: the disk is full, the file
+system went read-only, an I/O error, another process holds the database locked.
+Then nothing of the batch is committed and every write in it gets its *failure*
+callback instead (with a :exc:`~securechat.exceptions.StoreUnavailable` saying why),
+in the same order, so each sender hears that its write was not stored.
+:class:`StorageHealth` tells the log once when writes start failing and once when
+they work again, not once per write.
+
 SQLite runs in WAL mode; ``synchronous=NORMAL`` (the default) survives a crash of
 the process, ``fsync=True`` (``synchronous=FULL``) also a loss of power.
 """
 
 import contextlib
+import errno
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from securechat.exceptions import StoreError
+from securechat.exceptions import StoreError, StoreUnavailable
 
 log = logging.getLogger("securechat.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_BATCH = 1000
+RETRY_AFTER = 5.0  # seconds a client is told to wait after a write was not stored
+RETRY_AFTER_LOCKED = 1.0  # ... when another process held the database (after busy_timeout)
 
 _SCHEMA = """
 CREATE TABLE rooms (
@@ -62,8 +75,24 @@ CREATE TABLE dm_markers (
     last_id INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+# Version 2: login tokens (only their SHA-256 is stored) and read markers.
+_TOKENS_AND_READ_MARKERS = """
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY,
+    user TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX tokens_by_expiry ON tokens (expires);
+CREATE TABLE read_markers (
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (user, target)
+) WITHOUT ROWID;
+"""
 # Migrations from version N to N + 1, applied in order at start-up.
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA}
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA, 1: _TOKENS_AND_READ_MARKERS}
 
 
 @dataclass
@@ -118,6 +147,44 @@ class AddDm:
 
 
 @dataclass(frozen=True)
+class TokenRecord:
+    """A login token as stored: its hash, whose it is, and until when it is good.
+
+    ``fingerprint`` is what the password file held for the user when the token was
+    issued: a password change or the user's deletion makes every older token fail.
+    """
+
+    hash: bytes
+    user: str
+    fingerprint: str
+    expires: float
+
+
+@dataclass(frozen=True)
+class AddToken:
+    """A new login token; expired tokens are dropped in the same transaction."""
+
+    token: TokenRecord
+    now: float
+
+
+@dataclass(frozen=True)
+class DeleteToken:
+    """A revoked login token (logout, or found stale)."""
+
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class SetReadMarker:
+    """The last id ``user`` has read in ``target`` (``#room`` or ``@user``); never lowered."""
+
+    user: str
+    target: str
+    last_id: int
+
+
+@dataclass(frozen=True)
 class SetDmMarker:
     """The newest direct message delivered to ``user`` (offline catch-up starts after it)."""
 
@@ -125,7 +192,16 @@ class SetDmMarker:
     last_id: int
 
 
-Write = AddMessages | EditMessage | DeleteMessage | AddDm | SetDmMarker
+Write = (
+    AddMessages
+    | EditMessage
+    | DeleteMessage
+    | AddDm
+    | SetDmMarker
+    | AddToken
+    | DeleteToken
+    | SetReadMarker
+)
 
 
 class Store(Protocol):
@@ -151,13 +227,106 @@ class Store(Protocol):
     ) -> list[StoredMessage]:
         """Live messages with id <= ``upto`` for a ``history`` request, oldest first."""
 
-    def dms_after(self, user: str, after: int) -> list[DmRecord]:
-        """Direct messages to ``user`` with id > ``after``, oldest first."""
+    def dms_after(
+        self, user: str, after: int, *, sent_after: int | None = None, limit: int | None = None
+    ) -> list[DmRecord]:
+        """Direct messages to ``user`` with id > ``after``, oldest first, at most ``limit``;
+        with ``sent_after``, also those from ``user`` with an id above both bounds."""
 
     def dm_page(self, user: str, other: str, *, before: int | None, limit: int) -> list[DmRecord]:
         """The newest ``limit`` messages between two users before ``before``, oldest first."""
 
+    def token(self, token_hash: bytes) -> TokenRecord | None:
+        """The login token with this hash, if there is one (expired or not)."""
+
+    def read_marker(self, user: str, target: str) -> int:
+        """The last id ``user`` has read in ``target`` (``#room`` or ``@user``); 0 if none."""
+
     def close(self) -> None: ...
+
+
+# ----------------------------------------------------------------- failures
+
+# SQLite's primary result codes that mean the storage failed, in an operator's words.
+_SQLITE_REASONS = {
+    5: "database locked",  # SQLITE_BUSY: another process held it past busy_timeout
+    6: "database locked",  # SQLITE_LOCKED
+    8: "read-only",  # SQLITE_READONLY
+    10: "I/O error",  # SQLITE_IOERR (and its extended codes)
+    11: "database corrupt",  # SQLITE_CORRUPT
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open the database file",  # SQLITE_CANTOPEN
+    26: "not a database",  # SQLITE_NOTADB
+}
+# The same read from the message, for an error that carries no code.
+_SQLITE_MESSAGES = (
+    ("database or disk is full", "disk full"),
+    ("readonly database", "read-only"),
+    ("disk i/o error", "I/O error"),
+    ("is locked", "database locked"),
+    ("unable to open", "cannot open the database file"),
+    ("malformed", "database corrupt"),
+    ("not a database", "not a database"),
+)
+_ERRNO_REASONS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk full",
+    errno.EROFS: "read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+# Errors that mean our SQL or our use of the API is wrong, not the storage.
+_BUGS = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    sqlite3.NotSupportedError,
+)
+
+
+def storage_failure(exc: BaseException) -> StoreUnavailable | None:
+    """``exc`` as a :exc:`StoreUnavailable` when the storage failed; ``None`` for a bug.
+
+    A full disk, a read-only file system, an I/O error or a lock another process
+    holds is the operator's to fix and may pass, so the client is told to try again;
+    a violated constraint or a misused API is ours (the client hears ``internal``).
+    """
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, _BUGS):
+        return None
+    if isinstance(exc, sqlite3.DatabaseError):  # OperationalError above all
+        code = getattr(exc, "sqlite_errorcode", None)  # extended code; absent if made by hand
+        reason = _SQLITE_REASONS.get(code & 0xFF) if isinstance(code, int) else None
+        if reason is None:
+            lowered = detail.lower()
+            matches = (name for text, name in _SQLITE_MESSAGES if text in lowered)
+            reason = next(matches, "database error")
+    elif isinstance(exc, OSError):
+        reason = _ERRNO_REASONS.get(exc.errno or 0, "I/O error")
+        detail = exc.strerror or detail
+    else:
+        return None
+    retry_after = RETRY_AFTER_LOCKED if reason == "database locked" else RETRY_AFTER
+    return StoreUnavailable(reason, detail, retry_after)
+
+
+def _directory_problem(path: str) -> str | None:
+    """Why no file can be written beside ``path``, when the file system says so plainly."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return "the file system is read-only"
+    if not os.access(directory, os.W_OK):
+        return f"{directory} is not writable"
+    if stats.f_bavail == 0:
+        return "the file system is full"
+    return None
 
 
 class SqliteStore:
@@ -178,8 +347,29 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+            raise StoreError(f"cannot open the database {self.path}: {self._why(exc)}") from None
         return conn
+
+    def _why(self, said: object) -> str:
+        """What SQLite said, and what the file system says, which is often plainer."""
+        problem = _directory_problem(self.path) if self.path != ":memory:" else None
+        return f"{said}; {problem}" if problem else str(said)
+
+    def check_writable(self) -> None:
+        """Commit one write (the schema version, unchanged), or raise :exc:`StoreError`.
+
+        Opening a database only reads it, so a server on a full or read-only disk would
+        start, then refuse every message; this makes it refuse to start instead, with
+        one line that says why.
+        """
+        with self._write_lock:
+            try:
+                with self._transaction(self._writer):
+                    version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+                    self._writer.execute(f"PRAGMA user_version={int(version)}")
+            except sqlite3.Error as exc:
+                why = self._why(storage_failure(exc) or exc)
+                raise StoreError(f"cannot write to the database {self.path}: {why}") from None
 
     def _migrate(self) -> None:
         version = self._writer.execute("PRAGMA user_version").fetchone()[0]
@@ -198,14 +388,23 @@ class SqliteStore:
     @staticmethod
     @contextlib.contextmanager
     def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        """One transaction, rolled back whole if anything fails, the ``COMMIT`` included.
+
+        On some errors SQLite rolls back by itself (a full disk), on others it does not
+        (a ``COMMIT`` that found the database busy); either way the connection leaves
+        here outside any transaction, so the next write cannot commit what this one
+        left behind, and a failed ``ROLLBACK`` does not hide the error that caused it.
+        """
         if not conn.in_transaction:
             conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -250,6 +449,22 @@ class SqliteStore:
                             "INSERT INTO dms (id, sender, recipient, text, ts) VALUES (?,?,?,?,?)",
                             (dm.id, dm.sender, dm.recipient, dm.text, dm.ts),
                         )
+                    case AddToken(token, now):
+                        conn.execute("DELETE FROM tokens WHERE expires <= ?", (now,))
+                        conn.execute(
+                            "INSERT INTO tokens (hash, user, fingerprint, expires) "
+                            "VALUES (?, ?, ?, ?)",
+                            (token.hash, token.user, token.fingerprint, token.expires),
+                        )
+                    case DeleteToken(token_hash):
+                        conn.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,))
+                    case SetReadMarker(user, target, last_id):
+                        conn.execute(
+                            "INSERT INTO read_markers (user, target, last_id) VALUES (?, ?, ?) "
+                            "ON CONFLICT(user, target) "
+                            "DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                            (user, target, last_id),
+                        )
                     case SetDmMarker(user, last_id):
                         conn.execute(
                             "INSERT INTO dm_markers (user, last_id) VALUES (?, ?) ON CONFLICT(user)"
@@ -272,6 +487,21 @@ class SqliteStore:
         with self._read() as conn:
             (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM dms").fetchone()
             return last, dict(conn.execute("SELECT user, last_id FROM dm_markers"))
+
+    def token(self, token_hash: bytes) -> TokenRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT hash, user, fingerprint, expires FROM tokens WHERE hash = ?",
+                (token_hash,),
+            ).fetchone()
+        return TokenRecord(*row) if row else None
+
+    def read_marker(self, user: str, target: str) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT last_id FROM read_markers WHERE user = ? AND target = ?", (user, target)
+            ).fetchone()
+        return row[0] if row else 0
 
     _SELECT = "SELECT id, user, text, ts, edited_ts, deleted FROM messages WHERE room = ? "
 
@@ -312,13 +542,16 @@ class SqliteStore:
                 rows.reverse()
         return [self._message(row) for row in rows]
 
-    def dms_after(self, user: str, after: int) -> list[DmRecord]:
+    def dms_after(
+        self, user: str, after: int, *, sent_after: int | None = None, limit: int | None = None
+    ) -> list[DmRecord]:
+        columns = "SELECT id, sender, recipient, text, ts FROM dms "
+        query, args = columns + "WHERE recipient = ? AND id > ? ", [user, after]
+        if sent_after is not None:  # (two ordered index scans, merged: LIMIT stops both)
+            query += "UNION ALL " + columns + "WHERE sender = ? AND recipient != ? AND id > ? "
+            args += [user, user, max(after, sent_after)]
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT id, sender, recipient, text, ts FROM dms "
-                "WHERE recipient = ? AND id > ? ORDER BY id",
-                (user, after),
-            ).fetchall()
+            rows = conn.execute(query + "ORDER BY id LIMIT ?", (*args, limit or -1)).fetchall()
         return [DmRecord(*row) for row in rows]
 
     def dm_page(self, user: str, other: str, *, before: int | None, limit: int) -> list[DmRecord]:
@@ -341,6 +574,70 @@ class SqliteStore:
 
 
 Callback = Callable[[], None]
+Failed = Callable[[Exception], None]  # a write was not committed: why (StoreUnavailable or a bug)
+Job = tuple[Write | None, Callback | None, Failed | None]
+
+
+class StorageHealth:
+    """Whether writes work, told to the log when that changes, not once per write.
+
+    When a disk fills, every commit fails until someone frees space; a line (with a
+    traceback) per failed write would fill what is left of the disk with the log. So
+    the first failure of an *episode* is one ERROR line saying what failed and why,
+    a different reason later in it is another, and the first commit that works again
+    ends it with one WARNING line. A failure that is a bug (not the storage) is logged
+    with its traceback each time: those are rare and each one matters.
+    """
+
+    def __init__(
+        self, where: str = "the database", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.where = where
+        self._clock = clock
+        self.reason: str | None = None  # the storage failure of the current episode
+        self._since = 0.0
+        self._failed_commits = 0
+        self._lost_writes = 0
+
+    def failed(self, exc: Exception, writes: int) -> Exception:
+        """A commit of ``writes`` writes failed with ``exc``: what to tell their senders."""
+        failure = storage_failure(exc)
+        if failure is None:
+            log.error("commit of %d writes failed (a bug): answered 'internal'", writes,
+                      exc_info=exc)  # fmt: skip
+            return exc
+        if self.reason is None:
+            self._since = self._clock()
+            self._failed_commits = self._lost_writes = 0
+        if failure.reason != self.reason:
+            self.reason = failure.reason
+            log.error("cannot store writes in %s: %s; writes are answered 'unavailable' "
+                      "until it works again", self.where, failure)  # fmt: skip
+        self._failed_commits += 1
+        self._lost_writes += writes
+        return failure
+
+    def succeeded(self) -> None:
+        """A commit worked: the end of an episode, if one was going on."""
+        if self.reason is not None:
+            log.warning("writes are stored again in %s, after %.1f s of %s (%d failed "
+                        "commits, %d writes not stored)", self.where,
+                        self._clock() - self._since, self.reason, self._failed_commits,
+                        self._lost_writes)  # fmt: skip
+            self.reason = None
+
+
+def _where(store: Store) -> str:
+    path = getattr(store, "path", None)
+    return str(path) if path else type(store).__name__
+
+
+def _run_callback(callback: Callable[..., None], *args: object) -> None:
+    """Run a delivery callback; a bug in one must not stop the others of the batch."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("delivery after commit failed")
 
 
 class InlineCommitter:
@@ -348,10 +645,20 @@ class InlineCommitter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.health = StorageHealth(_where(store))
 
-    def submit(self, write: Write | None, then: Callback | None = None) -> None:
+    def submit(
+        self, write: Write | None, then: Callback | None = None, failed: Failed | None = None
+    ) -> None:
         if write is not None:
-            self.store.write([write])
+            try:
+                self.store.write([write])
+            except Exception as exc:
+                error = self.health.failed(exc, 1)
+                if failed is not None:
+                    failed(error)
+                return
+            self.health.succeeded()
         if then is not None:
             then()
 
@@ -366,21 +673,25 @@ class GroupCommitter:
     it may be called under a room lock; callbacks run in the writer thread, in the
     order of submission, after their write has committed. A write of ``None`` just
     runs its callback in that order (e.g. offline DM catch-up after the DMs before it).
+    When a commit fails, each write of the batch gets ``failed`` (with the error)
+    instead of ``then``, still in order, and the writes of ``None`` still run: a
+    session waiting for its writes to be answered is released either way.
     """
 
     def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Write | None, Callback | None] | None] = (
-            queue.SimpleQueue()
-        )
+        self.health = StorageHealth(_where(store))
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.commits = 0
         self.writes = 0
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, write: Write | None, then: Callback | None = None) -> None:
-        self._queue.put((write, then))
+    def submit(
+        self, write: Write | None, then: Callback | None = None, failed: Failed | None = None
+    ) -> None:
+        self._queue.put((write, then, failed))
 
     def _run(self) -> None:
         while True:
@@ -393,22 +704,23 @@ class GroupCommitter:
                     break
             stop = None in batch
             jobs = [job for job in batch if job is not None]
-            writes = [write for write, _ in jobs if write is not None]
+            writes = [write for write, _, _ in jobs if write is not None]
+            error: Exception | None = None
             if writes:
                 try:
                     self.store.write(writes)
-                except Exception:  # nothing of this batch is acknowledged
-                    log.exception("commit of %d writes failed; not acknowledged", len(writes))
-                    jobs = [job for job in jobs if job[0] is None]  # barriers still pass
+                except Exception as exc:  # nothing of this batch is acknowledged
+                    error = self.health.failed(exc, len(writes))
                 else:
+                    self.health.succeeded()
                     self.commits += 1
                     self.writes += len(writes)
-            for _, then in jobs:
-                if then is not None:
-                    try:
-                        then()
-                    except Exception:
-                        log.exception("delivery after commit failed")
+            for write, then, failed in jobs:
+                if error is not None and write is not None:
+                    if failed is not None:
+                        _run_callback(failed, error)
+                elif then is not None:
+                    _run_callback(then)
             if stop:
                 return
 

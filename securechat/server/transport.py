@@ -44,6 +44,7 @@ from securechat.server.connection import IN, Connection, Limits
 from securechat.server.hub import Hub
 from securechat.server.limits import BcryptGate, LoginThrottle
 from securechat.server.mailbox import Feed
+from securechat.server.web import WebSite
 
 log = logging.getLogger("securechat.server")
 
@@ -248,7 +249,11 @@ class IOThread:
 
 @dataclass
 class Server:
-    """A securechat server: listener, accept thread, I/O threads, login workers."""
+    """A securechat server: listener, accept thread, I/O threads, login workers.
+
+    ``web``: the web edge (HTTP and WebSocket for clients that choose ``http/1.1`` by
+    ALPN; the context must offer it), or ``None`` for the line protocol only.
+    """
 
     context: ssl.SSLContext
     hub: Hub
@@ -256,6 +261,7 @@ class Server:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     limits: Limits = field(default_factory=Limits)
+    web: WebSite | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

@@ -18,7 +18,9 @@ import pytest
 
 from securechat.admin.certs import make_certs
 from securechat.server.cli import make_server_context
+from tests.chatclient import ChatClient
 from tests.conftest import USERS, run_server
+from tests.faults import faulty_server
 
 ROOT = Path(__file__).parents[2]
 CLOCK = r"\d\d:\d\d:\d\d"
@@ -456,6 +458,66 @@ def test_dm_history(server, certs, connect, tmp_path) -> None:
     # (under load) not before this short session ends, when they wait for the next.
     waiting = [line.split(": ", 1)[1] for line in out[:start] + out[start + 3 :]]
     assert waiting == ["one", "two", "three"][: len(waiting)]
+
+
+# ---------------------------------------------------------------- writes not stored
+
+NOT_SENT = "! not sent (server could not store it): "
+
+
+def test_a_line_not_stored_is_shown_and_retry_sends_it_again(certs, passwd_path, tmp_path):
+    with faulty_server(certs, passwd_path, tmp_path / "data") as server:
+        store = server.hub.store
+        bob = ChatClient(server.address, certs.ca_cert)
+        try:
+            bob.login("bob", USERS["bob"])
+            bob.request(type="join", room="general")
+            argv = client_argv(server.address, certs.ca_cert, "alice", "/join", "general")
+            alice = LiveClient(argv, tmp_path, USERS["alice"])
+            try:
+                alice.next_line(r"^\* joined #general \(2 members: alice, bob\)$")
+                store.fail("disk full")
+                alice.send("hello")
+                alice.send("/msg bob psst")
+                alice.next_line(
+                    rf"^{re.escape(NOT_SENT)}#general: hello \u2014 /retry to send again$"
+                )
+                alice.next_line(rf"^{re.escape(NOT_SENT)}direct message to bob: psst \u2014 /retry")
+                alice.send("/retry")  # fails again: kept again
+                alice.next_line(rf"^{re.escape(NOT_SENT)}#general: hello ")
+                alice.next_line(rf"^{re.escape(NOT_SENT)}direct message to bob: psst ")
+                store.heal()
+                alice.send("/retry")
+                alice.next_line(rf"^{CLOCK} #general \[3\] alice: hello$")  # 1, 2: not stored
+                alice.next_line(rf"^{CLOCK} \[dm 3\] alice -> bob: psst$")
+                alice.send("/retry")
+                alice.next_line(r"^\* nothing to send again$")
+                assert alice.finish() == (0, "")
+            finally:
+                alice.kill()
+            assert (bob.expect("message")["id"], bob.expect("dm")["text"]) == (3, "psst")
+            assert not [f for f in bob.backlog if f["type"] in ("message", "dm")]
+        finally:
+            bob.close()
+
+
+def test_piped_input_exits_4_when_a_line_was_not_stored(certs, passwd_path, tmp_path):
+    with faulty_server(certs, passwd_path, tmp_path / "data") as server:
+        server.hub.store.fail("read-only")
+        result = run_client(
+            server, certs, tmp_path, "alice", "/join", "general", input="hello\nagain\n"
+        )
+    line = assert_one_line_error(result, 4)
+    assert line == (
+        "securechat-client: 2 writes not stored by the server (it could not write to its "
+        "disk) and not sent again"
+    )
+    out = result.stdout.splitlines()
+    assert out[0] == "* joined #general (1 member: alice)"
+    assert [line.split(" \u2014 ")[0] for line in out[1:]] == [
+        f"{NOT_SENT}#general: hello",
+        f"{NOT_SENT}#general: again",
+    ]
 
 
 # ---------------------------------------------------------------- scripted servers

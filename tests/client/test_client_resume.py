@@ -7,9 +7,12 @@ stdin that stays open; the other users are :class:`ChatClient` test clients.
 To make "messages sent while alice was away" deterministic rather than a race with
 alice's backoff, alice's client is stopped (SIGSTOP) once it has noticed the loss, the
 server is restarted and written to, and only then is the client let go on (SIGCONT):
-those messages can only reach alice through the catch-up (``history after=``).
+those messages can only reach alice through the catch-up (``history after=``). A
+:class:`Proxy` between alice and the server loses a connection the hard way: what the
+server wrote to it, then the connection itself.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +20,7 @@ import shlex
 import shutil
 import signal
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -48,6 +52,73 @@ class PatientClient(LiveClient):
         return super().next_line(pattern, timeout)
 
 
+class Proxy:
+    """A TCP relay in front of the server that can lose a connection the hard way.
+
+    :meth:`hold` drops what the server sends from then on (it counts as sent: the
+    server wrote it); :meth:`cut` resets both ends of every connection it relays, so
+    nothing held arrives. New connections go through as before.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self.holding = threading.Event()
+        self._lock = threading.Lock()
+        self._relays: list[tuple[list[socket.socket], list[threading.Thread]]] = []
+        self._cutting = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.target)
+            pumps = [
+                threading.Thread(target=self._pump, args=(client, server, False), daemon=True),
+                threading.Thread(target=self._pump, args=(server, client, True), daemon=True),
+            ]
+            with self._lock:
+                self._relays.append(([client, server], pumps))
+            for pump in pumps:
+                pump.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if not (from_server and self.holding.is_set()):
+                    sink.sendall(data)
+            if not self._cutting:  # an orderly end: pass it on
+                sink.shutdown(socket.SHUT_WR)
+
+    def hold(self) -> None:
+        self.holding.set()
+
+    def cut(self) -> None:
+        with self._lock:
+            relays, self._relays = self._relays, []
+            self._cutting = True
+        for socks, pumps in relays:
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RD)  # wakes the pumps; sends nothing
+            for pump in pumps:
+                pump.join(TIMEOUT)
+            for sock in socks:
+                sock.close()  # a reset, with linger 0
+        with self._lock:
+            self._cutting = False
+        self.holding.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
 class Cluster:
     """One data directory, the server on it (restartable on the same port), the clients."""
 
@@ -58,6 +129,7 @@ class Cluster:
         self.port = self.server.address[1]
         self.clients: list[ChatClient] = []
         self.alice: PatientClient | None = None
+        self.proxy: Proxy | None = None
 
     def restart(self, cert: Path | None = None, passwd: Path | None = None) -> None:
         """Start the server again on the same port and data (the old one must be gone)."""
@@ -74,12 +146,19 @@ class Cluster:
         assert client.login(user, USERS[user])["type"] == "login_ok"
         return client
 
-    def start_alice(self, *args: str) -> PatientClient:
-        argv = client_argv(self.server.address, self.certs.ca_cert, "alice", *args)
+    def start_alice(self, *args: str, proxied: bool = False) -> PatientClient:
+        """Alice's client; ``proxied``: through :attr:`proxy`, which can cut her off."""
+        address = self.server.address
+        if proxied:
+            self.proxy = Proxy(address)
+            address = self.proxy.address
+        argv = client_argv(address, self.certs.ca_cert, "alice", *args)
         self.alice = PatientClient(argv, self.tmp_path, USERS["alice"])
         return self.alice
 
     def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
         if self.alice is not None:
             if self.alice.proc.poll() is None:
                 os.kill(self.alice.proc.pid, signal.SIGCONT)  # a stopped process cannot die
@@ -237,6 +316,34 @@ def test_messages_sent_during_the_reconnect_show_once(cluster: Cluster) -> None:
     shown = messages(alice.seen)
     assert [text for _, _, text in shown] == [f"m{n}" for n in range(1, 30)]
     assert [message_id for message_id, _, _ in shown] == list(range(1, 30))
+
+
+def test_dms_lost_with_a_dying_connection_show_after_the_reconnect_once(cluster: Cluster) -> None:
+    alice = cluster.start_alice("/join", "general", proxied=True)
+    assert cluster.proxy is not None
+    alice.wait_for(r"^\* joined #general")
+    bob = cluster.login("bob")
+    first = bob.request(type="dm", to="alice", text="before")["id"]
+    alice.wait_for(rf"^{CLOCK} \[dm {first}\] bob -> alice: before$")
+    # The server writes these to alice's connection (and counts them as delivered),
+    # but the network loses them, then the connection.
+    cluster.proxy.hold()
+    lost = [bob.request(type="dm", to="alice", text=f"lost {n}")["id"] for n in (1, 2, 3)]
+    with stopped(alice):
+        cluster.proxy.cut()
+        away = [bob.request(type="dm", to="alice", text=f"away {n}")["id"] for n in (1, 2)]
+    alice.wait_for(r"^\* connection lost ")
+    texts = [f"lost {n}" for n in (1, 2, 3)] + [f"away {n}" for n in (1, 2)]
+    for dm_id, text in zip(lost + away, texts, strict=True):  # (right after the login)
+        alice.wait_for(rf"^{CLOCK} \[dm {dm_id}\] bob -> alice: {text}$")
+    seen_or_wait(alice, r"^\* rejoined #general ")
+    live = bob.request(type="dm", to="alice", text="live")["id"]
+    alice.wait_for(rf"^{CLOCK} \[dm {live}\] bob -> alice: live$")
+
+    assert alice.finish() == (0, "")
+    shown = [line for line in alice.seen if re.match(rf"^{CLOCK} \[dm \d+\] ", line)]
+    ids = [int(re.findall(r"\[dm (\d+)\]", line)[0]) for line in shown]
+    assert ids == [first, *lost, *away, live] == list(range(first, live + 1))
 
 
 def test_refused_login_after_restart_exits_3(cluster: Cluster, tmp_path: Path) -> None:

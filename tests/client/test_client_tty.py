@@ -165,3 +165,32 @@ def test_ctrl_c_clears_the_line_and_quit_exits(pane: Pane) -> None:
     pane.keys("Enter")
     screen = pane.wait_for(lambda s: "[exit 0]" in s)
     assert not any("never sent" in line for line in screen)
+
+
+def test_what_the_terminal_shows_in_the_current_room_is_marked_read(pane: Pane, connect) -> None:
+    pane.wait_for(lambda s: s[-1] == "#general>" and "* joined #general (1 member: alice)" in s)
+    phone = connect("alice")  # the same user on another device, in the same room
+    assert phone.request(type="join", room="general")["read_id"] == 0
+    bob = connect("bob")
+    bob.request(type="join", room="general")
+    bob.request(type="join", room="random")
+    ids = [bob.request(type="send", room="general", text=f"g{n}")["id"] for n in range(3)]
+    pane.wait_for(lambda s: any(line.endswith("bob: g2") for line in s))
+    # The last message shown is marked, and alice's other device is told.
+    assert phone.expect("read", room="general", id=ids[-1])
+    # A room that is not current is not read until it is: /join makes random current.
+    pane.keys("/join random", literal=True)
+    pane.keys("Enter")
+    pane.wait_for(lambda s: s[-1] == "#random>")
+    phone.request(type="join", room="random")
+    later = bob.request(type="send", room="general", text="while alice is in random")["id"]
+    pane.wait_for(lambda s: any(line.endswith("while alice is in random") for line in s))
+    random_id = bob.request(type="send", room="random", text="here")["id"]
+    assert phone.expect("read", room="random")["id"] == random_id
+    # (marks go out together: had general's been due, it would have come with random's)
+    assert not [f for f in phone.backlog if f["type"] == "read" and f["id"] == later]
+    pane.keys("/switch general", literal=True)
+    pane.keys("Enter")
+    assert phone.expect("read", room="general")["id"] == later
+    pane.keys("C-d")
+    pane.wait_for(lambda s: "[exit 0]" in s)

@@ -13,10 +13,13 @@ from securechat.client.console import (
     Backoff,
     Notice,
     Quit,
+    ReadMarks,
     Request,
     ResumeState,
+    Retry,
     RoomTracker,
     Switch,
+    Unsent,
     clock,
     decode_server_frame,
     escape,
@@ -24,6 +27,7 @@ from securechat.client.console import (
     format_record,
     format_rejoined,
     json_line,
+    not_stored,
     parse_command,
     split_argv,
     unconfirmed,
@@ -475,6 +479,14 @@ def test_resume_state_remembers_recent_dm_ids() -> None:
     assert not state.fresh_dm(4)
 
 
+def test_resume_state_keeps_the_newest_dm_shown_for_dm_after() -> None:
+    state: ResumeState[str] = ResumeState(dm_memory=2)
+    assert state.last_dm == 0  # none shown: a login without dm_after
+    for dm_id in (3, 7, 5, 7):
+        state.fresh_dm(dm_id)
+    assert state.last_dm == 7  # the newest, not the last to come; forgetting 3 changes nothing
+
+
 def test_unconfirmed_sends_are_matched_by_room_and_text_once_each() -> None:
     def send(room: str, text: str) -> dict:
         return {"type": "send", "room": room, "text": text}
@@ -489,3 +501,85 @@ def test_unconfirmed_sends_are_matched_by_room_and_text_once_each() -> None:
     assert unconfirmed(sent, seen) == [send("general", "hi"), send("random", "hi"), sent[3]]
     assert unconfirmed(sent, []) == sent
     assert unconfirmed([], seen) == []
+
+
+# ---------------------------------------------------------------- writes not stored
+
+
+def test_retry_is_a_command_in_the_help() -> None:
+    assert parse_command("/retry", None) == Retry()
+    assert parse_command("/RETRY", "general") == Retry()
+    assert error_of("/retry now") == "! usage: /retry"
+    assert "/retry" in HELP and "could not store" in HELP
+
+
+def unavailable(ref: str = "c1"):
+    return server_frame_adapter.validate_python({
+        "type": "error", "code": "unavailable", "ref": ref, "retry_after": 5.0,
+        "message": "not stored: the server could not write to its disk; try again",
+    })  # fmt: skip
+
+
+def test_only_an_unavailable_write_counts_as_not_stored() -> None:
+    send = {"type": "send", "room": "general", "text": "hi", "ref": "c1"}
+    assert not_stored(unavailable(), send)
+    for kind in ("edit", "delete", "dm"):
+        assert not_stored(unavailable(), {"type": kind, "ref": "c1"})
+    assert not not_stored(unavailable(), {"type": "history", "room": "general"})
+    forbidden = server_frame_adapter.validate_python(
+        {"type": "error", "code": "forbidden", "message": "no", "ref": "c1"}
+    )
+    assert not not_stored(forbidden, send)
+    assert not not_stored(None, send)
+
+
+def test_unsent_keeps_each_write_and_retry_sends_them_again_in_order() -> None:
+    unsent = Unsent()
+    assert unsent.retry() == Notice("* nothing to send again")
+    requests = [
+        {"type": "send", "room": "general", "text": "hello", "ref": "c1"},
+        {"type": "dm", "to": "bob", "text": "psst", "ref": "c2"},
+        {"type": "edit", "room": "general", "id": 3, "text": "fixed", "ref": "c3"},
+        {"type": "delete", "room": "random", "id": 4, "ref": "c4"},
+    ]
+    notices = [unsent.add(request) for request in requests]
+    assert all(notice.error for notice in notices)
+    dash = "\u2014"
+    assert [notice.text for notice in notices] == [
+        f"! not sent (server could not store it): #general: hello {dash} /retry to send again",
+        f"! not sent (server could not store it): direct message to bob: psst {dash} /retry "
+        "to send again",
+        f"! not sent (server could not store it): edit of [3] in #general: fixed {dash} /retry "
+        "to send again",
+        f"! not sent (server could not store it): deletion of [4] in #random {dash} /retry to "
+        "send again",
+    ]
+    assert len(unsent) == 4
+    again = unsent.retry()
+    assert again == [{k: v for k, v in r.items() if k != "ref"} for r in requests]  # fresh refs
+    assert len(unsent) == 0
+    assert unsent.retry() == Notice("* nothing to send again")
+
+
+def test_a_line_not_sent_is_shown_on_one_line_and_escaped() -> None:
+    notice = Unsent().add({"type": "send", "room": "general", "text": "two\nlines\x1b[2J"})
+    assert "\n" not in notice.text and "\x1b" not in notice.text
+    assert "#general: two\\x0alines\\x1b[2J \u2014" in notice.text
+
+
+def test_read_marks_follow_what_was_shown_in_the_current_room() -> None:
+    marks = ReadMarks()
+    marks.told("general", 2)  # joined: read up to 2 already
+    marks.shown("general", 2, current="general")
+    assert marks.take() == []  # nothing new
+    for message_id in (3, 4, 5):
+        marks.shown("general", message_id, current="general")
+    marks.shown("random", 9, current="general")  # shown, but not in the current room
+    assert marks.take() == [{"type": "mark_read", "room": "general", "id": 5}]  # one frame
+    assert marks.take() == []
+    marks.switched("random")
+    marks.told("random", 4)  # another device had read less
+    assert marks.take() == [{"type": "mark_read", "room": "random", "id": 9}]
+    marks.shown("random", 10, current="random")
+    marks.told("random", 12)  # another device read further meanwhile
+    assert marks.take() == []

@@ -31,6 +31,7 @@ from securechat.protocol.frames import (
     Login,
     LoginOk,
     Logout,
+    MarkRead,
     Members,
     MembersReply,
     Message,
@@ -38,6 +39,7 @@ from securechat.protocol.frames import (
     Ping,
     Pong,
     Presence,
+    ReadMarker,
     RoomInfo,
     Rooms,
     RoomsReply,
@@ -94,6 +96,22 @@ VALID_FRAMES = [
         {"type": "login", "user": "nandini", "password": "pw"},
         Login(type="login", user="nandini", password="pw"),
     ),
+    (
+        {"type": "login", "user": "nandini", "password": "pw", "dm_after": 41},
+        Login(type="login", user="nandini", password="pw", dm_after=41),
+    ),
+    (
+        {"type": "login", "user": "nandini", "token": "tok_-1"},
+        Login(type="login", user="nandini", token="tok_-1"),
+    ),
+    (
+        {"type": "mark_read", "room": "lobby", "id": 0},
+        MarkRead.model_validate({"type": "mark_read", "room": "lobby", "id": 0}),
+    ),
+    (
+        {"type": "mark_read", "with": "bob", "id": 7, "ref": "m"},
+        MarkRead.model_validate({"type": "mark_read", "with": "bob", "id": 7, "ref": "m"}),
+    ),
     ({"type": "join", "room": "lobby"}, Join(type="join", room="lobby")),
     ({"type": "leave", "room": "lobby"}, Leave(type="leave", room="lobby")),
     (
@@ -145,10 +163,14 @@ ID_FIELDS = [
     ({"type": "history", "room": "lobby", "before": 5}, "before"),
     ({"type": "history", "room": "lobby", "after": 5}, "after"),
     ({"type": "history", "room": "lobby", "limit": 5}, "limit"),
+    ({"type": "login", "user": "ann", "password": "pw", "dm_after": 5}, "dm_after"),
+    ({"type": "mark_read", "room": "lobby", "id": 5}, "id"),
+    ({"type": "mark_read", "with": "bob", "id": 5}, "id"),
 ]
 STRING_FIELDS = [
     *NAME_FIELDS,
     ({"type": "login", "user": "ann", "password": "pw"}, "password"),
+    ({"type": "login", "user": "ann", "token": "t"}, "token"),
     *((template, "text") for template in TEXT_FIELDS),
     ({"type": "ping", "ref": "r1"}, "ref"),
     ({"type": "join", "room": "lobby", "ref": "r1"}, "ref"),
@@ -189,6 +211,9 @@ def test_surrounding_json_whitespace_is_fine() -> None:
         {"type": "ping", "ref": None},
         {"type": "history", "room": "general", "before": None},
         {"type": "history", "room": "general", "after": None},
+        {"type": "login", "user": "ann", "password": "pw", "dm_after": None},
+        {"type": "login", "user": "ann", "token": None},
+        {"type": "mark_read", "room": None, "with": "bob", "id": 1},
     ],
 )
 def test_explicit_null_is_a_wrong_type(obj: dict) -> None:
@@ -451,6 +476,26 @@ def test_history_after_zero_accepted_and_negative_refused() -> None:
     refused({"type": "history", "room": "lobby", "before": -1})
 
 
+@pytest.mark.parametrize("value", [0, 1, 2**63 - 1])
+def test_login_dm_after_in_range_accepted(value: int) -> None:
+    login = {"type": "login", "user": "ann", "password": "pw"}
+    assert parse(login).dm_after is None  # absent: the server decides what is waiting
+    assert parse({**login, "dm_after": value}).dm_after == value
+    cert_login = parse({"type": "login", "user": "ann", "dm_after": value})
+    assert (cert_login.password, cert_login.dm_after) == (None, value)
+
+
+@pytest.mark.parametrize("value", [-1, -(2**63), 2**63])
+def test_login_dm_after_out_of_range_refused(value: int) -> None:
+    error = refused({"type": "login", "user": "ann", "password": "pw", "dm_after": value})
+    assert "dm_after" in error.message
+
+
+def test_login_dm_after_strict_in_raw_json() -> None:
+    for raw in (b'"5"', b"1.0", b"5e0", b"true", b"[5]"):
+        refused(b'{"type":"login","user":"ann","password":"pw","dm_after":%s}' % raw)
+
+
 @pytest.mark.parametrize("type_", ["edit", "delete"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_message_ids_start_at_one(type_: str, value: int) -> None:
@@ -629,6 +674,8 @@ SERVER_FRAMES = [
         with_="bob", messages=[DirectMessage(id=1, from_="ann", to="bob", text="hi", ts=TS)]
     ),
     HistoryReply(room="lobby", messages=[RECORD, EDITED_RECORD]),
+    ReadMarker(room="lobby", id=4, ref="r"),
+    ReadMarker(with_="bob", id=2),
     HistoryReply(room="lobby", messages=[], ref="h"),
     RoomsReply(rooms=[RoomInfo(name="a", members=2), RoomInfo(name="b", members=0)]),
     MembersReply(room="lobby", members=["ann", "bob"], ref="mm"),
@@ -804,6 +851,9 @@ FIELD_NAMES = [
     "before",
     "after",
     "limit",
+    "dm_after",
+    "token",
+    "with",
 ]
 TYPES = [
     "login",
@@ -859,8 +909,8 @@ def check_outcome(raw: bytes) -> None:
         assert error.message
         assert error.ref is None or 1 <= len(error.ref) <= 64
         return
-    for field in ("user", "room", "to"):
-        if hasattr(frame, field):
+    for field in ("user", "room", "to", "with_"):
+        if getattr(frame, field, None) is not None:  # (optional in some frames)
             assert is_valid_name(getattr(frame, field))
     text = getattr(frame, "text", None)
     if text is not None:
@@ -898,3 +948,22 @@ def test_corrupted_valid_frames_give_frame_or_bad_frame(case, junk: bytes, where
     cut = where % (len(raw) + 1)
     check_outcome(raw[:cut] + junk + raw[cut:])
     check_outcome(raw[:cut])
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "login", "user": "ann", "password": "pw", "token": "t"},  # one secret only
+        {"type": "login", "user": "ann", "token": ""},
+        {"type": "login", "user": "ann", "token": "t" * 257},
+        {"type": "mark_read", "id": 1},  # neither room nor with
+        {"type": "mark_read", "room": "lobby", "with": "bob", "id": 1},  # both
+        {"type": "mark_read", "room": "lobby"},  # no id
+        {"type": "mark_read", "room": "lobby", "id": -1},
+        {"type": "mark_read", "room": "Lobby", "id": 1},
+        {"type": "mark_read", "with": "bob", "id": "1"},
+        {"type": "mark_read", "with": "bob", "id": 1.0},
+    ],
+)
+def test_login_token_and_mark_read_refused(obj: dict) -> None:
+    assert refused(obj).code == "bad_frame"

@@ -19,8 +19,9 @@ from hypothesis.stateful import (
 
 from securechat.exceptions import ProtocolError
 from securechat.protocol.frames import Message
-from securechat.server.hub import JOIN_HISTORY, RECENT_CACHE, Hub, encoded
+from securechat.server.hub import JOIN_HISTORY, NOT_STORED, RECENT_CACHE, Hub, encoded
 from securechat.server.store import SqliteStore
+from tests.faults import FaultyStore
 from tests.outbox import FakeMember
 
 USERS = {"ann", "bob", "cid", "dee", "root"}
@@ -104,6 +105,7 @@ def test_join_new_room(hub: Hub) -> None:
         "members": ["ann"],
         "last_id": 0,
         "history": [],
+        "read_id": 0,
         "ref": "j1",
     }
     assert ann.rooms == {"lobby"}
@@ -515,6 +517,97 @@ def test_ids_not_reused_after_the_room_empties() -> None:
     assert post(hub, ann, "lobby", "b") == [2]
 
 
+# --- storage failures -------------------------------------------------------------------
+
+
+@pytest.fixture
+def faulty() -> FaultyStore:
+    return FaultyStore(":memory:")
+
+
+def unavailable(member: FakeMember, *refs: str | None) -> None:
+    """``member`` got exactly one ``unavailable`` for each of ``refs``, in order."""
+    frames = member.take()
+    assert [(f["type"], f["code"], f.get("ref")) for f in frames] == [
+        ("error", "unavailable", ref) for ref in refs
+    ], frames
+    assert all(f["message"] == NOT_STORED and f["retry_after"] > 0 for f in frames)
+
+
+def test_a_send_that_was_not_stored_is_answered_to_its_sender_only(faulty) -> None:
+    hub = make_hub(store=faulty)
+    ann, bob = connect(hub, "ann"), connect(hub, "bob")
+    joined(hub, ann, "lobby"), joined(hub, bob, "lobby")
+    post(hub, ann, "lobby", "one")
+    clear(ann, bob)
+    faulty.fail("disk full")
+    hub.send_run(ann, "lobby", [("two", "r2"), ("three", "r3")])
+    hub.send(ann, "lobby", "four", "r4")
+    unavailable(ann, "r2", "r3", "r4")
+    assert bob.take() == []
+    frame = joined(hub, connect(hub, "cid"), "lobby")  # reads work, from what is committed
+    assert (frame["last_id"], ids_of(frame["history"])) == (1, [1])
+    clear(ann, bob)  # (cid's presence)
+    faulty.heal()
+    assert post(hub, ann, "lobby", "five") == [5]  # ids 2-4 are a gap, never reused
+    assert ids_of(bob.take()) == [5]
+    clear(ann)
+    assert history(hub, ann) == [1, 5]
+    assert [m.id for m in faulty.recent("lobby", 10)] == [1, 5]
+
+
+def test_the_recent_cache_finds_messages_across_a_gap(faulty) -> None:
+    hub = make_hub(store=faulty)
+    ann = connect(hub, "ann")
+    joined(hub, ann, "lobby")
+    post(hub, ann, "lobby", "one", "two")
+    faulty.fail("I/O error")
+    hub.send(ann, "lobby", "lost", None)
+    faulty.heal()
+    post(hub, ann, "lobby", "four", "five")
+    clear(ann)
+    hub.edit(ann, "lobby", 5, "five, edited", None)
+    hub.delete(ann, "lobby", 4, None)
+    raises("not_found", hub.edit, ann, "lobby", 3, "never stored", None)
+    frame = joined(hub, ann, "lobby")
+    assert [(m["id"], m["text"]) for m in frame["history"]] == [
+        (1, "one"), (2, "two"), (5, "five, edited")]  # fmt: skip
+
+
+def test_an_edit_or_delete_that_was_not_stored_changes_nothing(faulty) -> None:
+    hub = make_hub(store=faulty)
+    ann, bob = connect(hub, "ann"), connect(hub, "bob")
+    joined(hub, ann, "lobby"), joined(hub, bob, "lobby")
+    post(hub, ann, "lobby", "one")
+    clear(ann, bob)
+    faulty.fail("read-only")
+    hub.edit(ann, "lobby", 1, "changed", "e")
+    hub.delete(ann, "lobby", 1, "d")
+    unavailable(ann, "e", "d")
+    assert bob.take() == []
+    faulty.heal()
+    frame = joined(hub, connect(hub, "cid"), "lobby")
+    assert [(m["id"], m["text"], "edited_ts" in m) for m in frame["history"]] == [
+        (1, "one", False)]  # fmt: skip
+    clear(ann)
+    hub.delete(ann, "lobby", 1, "d2")  # not stuck as "being deleted"
+    assert ann.only("deleted")["ref"] == "d2"
+
+
+def test_a_dm_that_was_not_stored_reaches_nobody(faulty) -> None:
+    hub = make_hub(store=faulty)
+    ann, bob = connect(hub, "ann"), connect(hub, "bob")
+    faulty.fail("database locked")
+    hub.dm(ann, "bob", "psst", "m")
+    frame = ann.only("error")
+    assert (frame["code"], frame["ref"], frame["retry_after"]) == ("unavailable", "m", 1.0)
+    assert bob.take() == []
+    faulty.heal()
+    hub.dm(ann, "bob", "again", "m2")
+    assert (ann.only("dm")["id"], bob.only("dm")["text"]) == (2, "again")
+    assert [dm.text for dm in faulty.dm_page("ann", "bob", before=None, limit=10)] == ["again"]
+
+
 # --- history ----------------------------------------------------------------------------
 
 
@@ -757,6 +850,212 @@ def test_dm_to_self(hub: Hub) -> None:
     hub.dm(ann1, "ann", "note", "n")
     assert ann1.only("dm")["ref"] == "n"
     assert "ref" not in ann2.only("dm")
+
+
+# --- dm catch-up ------------------------------------------------------------------------
+
+
+class StepCommitter:
+    """A committer that commits when the test says: one entry, or a batch as the
+    GroupCommitter does (every write of the batch first, then the callbacks in order)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.queue: list[tuple[object, object]] = []
+
+    def submit(self, write, then=None, failed=None) -> None:
+        self.queue.append((write, then))
+
+    def run(self, *, batch: bool) -> None:
+        """Until nothing is queued (callbacks may queue more)."""
+        while self.queue:
+            jobs = self.queue if batch else self.queue[:1]
+            self.queue = [] if batch else self.queue[1:]
+            writes = [write for write, _ in jobs if write is not None]
+            if writes:
+                self.store.write(writes)  # type: ignore[arg-type]
+            for _, then in jobs:
+                if then is not None:
+                    then()  # type: ignore[operator]
+
+
+def stepped_hub() -> tuple[Hub, StepCommitter]:
+    store = SqliteStore(":memory:")
+    committer = StepCommitter(store)
+    return make_hub(store=store, committer=committer), committer
+
+
+def dms(frames: list[dict]) -> list[tuple[int, str, str, str]]:
+    return [(f["id"], f["from"], f["to"], f["text"]) for f in frames if f["type"] == "dm"]
+
+
+def test_dm_after_gets_exactly_the_later_dms_to_or_from_the_user_in_order(hub: Hub) -> None:
+    ann, bob, cid = connect(hub, "ann"), connect(hub, "bob"), connect(hub, "cid")
+    for sender, to, text in [(ann, "bob", "1"), (bob, "cid", "2"), (cid, "ann", "3"),
+                             (ann, "bob", "4"), (bob, "bob", "5"), (cid, "bob", "6"),
+                             (ann, "cid", "7")]:  # fmt: skip
+        hub.dm(sender, to, text, None)
+    clear(ann, bob, cid)
+    again = FakeMember("bob")
+    hub.register(again, dm_after=1)
+    assert dms(again.take()) == [(2, "bob", "cid", "2"), (4, "ann", "bob", "4"),
+                                 (5, "bob", "bob", "5"), (6, "cid", "bob", "6")]  # fmt: skip
+    everything = FakeMember("bob")
+    hub.register(everything, dm_after=0)
+    assert [dm[0] for dm in dms(everything.take())] == [1, 2, 4, 5, 6]
+    latest = FakeMember("bob")
+    hub.register(latest, dm_after=6)
+    assert latest.take() == []
+    hub.dm(cid, "bob", "live", None)  # then live, to each connection once
+    for member in (bob, again, everything, latest):
+        assert dms(member.take()) == [(8, "cid", "bob", "live")]
+    assert ann.take() == []
+
+
+def test_dm_after_beyond_the_newest_dm_does_not_hide_the_next_ones(hub: Hub) -> None:
+    ann = connect(hub, "ann")
+    hub.dm(ann, "bob", "1", None)
+    bob = FakeMember("bob")
+    hub.register(bob, dm_after=500)  # e.g. a client of a server whose data was replaced
+    assert bob.take() == []
+    hub.dm(ann, "bob", "2", None)
+    assert [dm[0] for dm in dms(bob.take())] == [2]
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "group-commit"])
+def test_catch_up_is_not_overtaken_or_repeated_by_dms_committed_meanwhile(batch: bool) -> None:
+    hub, committer = stepped_hub()
+    ann, bob = connect(hub, "ann"), connect(hub, "bob")
+    for n in range(1, 6):
+        hub.dm(ann, "bob", f"m{n}", None)
+    committer.run(batch=batch)
+    clear(ann, bob)
+    # DM 6 is submitted before the new connection logs in and committed after: its
+    # delivery runs before the catch-up. DMs 7 and 8 come after the login.
+    hub.dm(ann, "bob", "m6", None)
+    again = FakeMember("bob")
+    hub.register(again, dm_after=2)
+    hub.dm(ann, "bob", "m7", None)
+    hub.dm(bob, "ann", "m8", "mine")
+    hub.dm(again, "ann", "m9", "its own")  # its reply: in id order, with its ref
+    passed: list[int] = []
+    hub.after_commits(lambda: passed.append(len(again.queue)), again)
+    assert again.take() == []  # nothing before its commit
+    committer.run(batch=batch)
+    assert passed and passed[0] > 0  # the barrier passed once the reply was queued
+    frames = again.take()
+    assert [(dm[0], dm[3]) for dm in dms(frames)] == [(n, f"m{n}") for n in range(3, 10)]
+    assert [frame.get("ref") for frame in frames][-2:] == [None, "its own"]
+    live = bob.take()
+    assert [dm[0] for dm in dms(live)] == [6, 7, 8, 9]  # the live connection: once each
+    assert live[2]["ref"] == "mine" and "ref" not in live[3]
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "group-commit"])
+def test_login_without_dm_after_is_not_overtaken_either(batch: bool) -> None:
+    """A DM committed between the login and its catch-up no longer hides the DMs before
+    it: the catch-up starts from the delivery marker, and the DM comes after them."""
+    hub, committer = stepped_hub()
+    ann = connect(hub, "ann")
+    hub.dm(ann, "bob", "waiting 1", None)
+    hub.dm(ann, "bob", "waiting 2", None)
+    committer.run(batch=batch)
+    hub.dm(ann, "bob", "in flight", None)
+    bob = FakeMember("bob")
+    hub.register(bob)
+    committer.run(batch=batch)
+    assert [dm[3] for dm in dms(bob.take())] == ["waiting 1", "waiting 2", "in flight"]
+
+
+def test_catch_up_moves_the_delivery_marker(hub: Hub) -> None:
+    ann = connect(hub, "ann")
+    for n in (1, 2, 3):
+        hub.dm(ann, "bob", f"m{n}", None)
+    exact = FakeMember("bob")
+    hub.register(exact, dm_after=1)
+    assert [dm[0] for dm in dms(exact.take())] == [2, 3]
+    hub.disconnect(exact)
+    hub.dm(ann, "bob", "m4", None)
+    later = FakeMember("bob")
+    hub.register(later)  # without dm_after: only what no connection was sent
+    assert [dm[0] for dm in dms(later.take())] == [4]
+    assert hub.store.dm_state()[1]["bob"] == 4
+
+
+def test_long_catch_up_goes_a_page_at_a_time_and_live_dms_wait_their_turn(hub: Hub) -> None:
+    ann = connect(hub, "ann")
+    for n in range(1, 41):
+        hub.dm(ann, "bob", f"m{n}", None)
+    bob = FakeMember("bob")
+    bob.max_frames = 12  # a page is a quarter: 3 frames
+    hub.register(bob, dm_after=0)
+    assert len(bob.queue) == 3 and not bob.overflow
+    hub.dm(ann, "bob", "live 1", None)  # committed now; sent after the catch-up
+    got = [json.loads(line) for line in bob.next_chunk(1 << 20).splitlines()]
+    assert [f["id"] for f in got] == [1, 2, 3]
+    assert len(bob.queue) == 3  # the next page, read once the first was taken
+    hub.dm(ann, "bob", "live 2", None)
+    rest = bob.take()
+    assert not bob.overflow
+    assert [f["id"] for f in got + rest] == list(range(1, 43))
+    assert [f["text"] for f in rest[-2:]] == ["live 1", "live 2"]
+    hub.dm(ann, "bob", "live 3", None)
+    assert [f["text"] for f in bob.take()] == ["live 3"]
+
+
+def test_catch_up_pages_are_bounded_in_bytes_too(hub: Hub) -> None:
+    ann = connect(hub, "ann")
+    big = "\u20ac" * 4000
+    for n in range(1, 6):
+        hub.dm(ann, "bob", f"{n} {big}", None)
+    bob = FakeMember("bob")
+    bob.max_bytes = 4 * 13_000  # a page: one DM of about 12 KB
+    hub.register(bob, dm_after=0)
+    assert len(bob.queue) == 1
+    assert [f["id"] for f in bob.take()] == [1, 2, 3, 4, 5]
+    assert not bob.overflow
+
+
+def test_own_dm_during_a_catch_up_keeps_its_place_and_the_order_of_replies(hub: Hub) -> None:
+    ann = connect(hub, "ann")
+    for n in range(1, 10):
+        hub.dm(ann, "bob", f"m{n}", None)
+    bob = FakeMember("bob")
+    bob.max_frames = 8  # pages of 2
+    hub.register(bob, dm_after=0)
+    passed: list[bool] = []  # at each write barrier: was the reply queued before it?
+
+    def barrier() -> None:
+        passed.append(any(b'"ref":"mine"' in frame for frame in bob.queue))
+
+    clear(ann)
+    hub.dm(bob, "ann", "my own", "mine")  # id 10, a reply due after 1-9
+    hub.after_commits(barrier, bob)
+    assert passed == [] and b'"ref"' not in b"".join(bob.queue)
+    assert ann.only("dm")["id"] == 10  # others get it at once
+    frames = bob.take()
+    assert [f["id"] for f in frames] == list(range(1, 11))
+    assert frames[-1]["ref"] == "mine" and "ref" not in frames[-2]
+    assert passed == [True]
+    hub.after_commits(barrier, bob)  # nothing waits any more: at once
+    assert passed == [True, False]
+
+
+def test_disconnect_during_a_catch_up_lets_waiting_barriers_pass(hub: Hub) -> None:
+    ann = connect(hub, "ann")
+    for n in range(1, 10):
+        hub.dm(ann, "bob", f"m{n}", None)
+    bob = FakeMember("bob")
+    bob.max_frames = 8
+    hub.register(bob, dm_after=0)
+    hub.dm(bob, "ann", "my own", "mine")
+    passed: list[str] = []
+    hub.after_commits(lambda: passed.append("passed"), bob)
+    assert passed == []
+    hub.disconnect(bob)
+    assert passed == ["passed"]
+    hub.dm(ann, "bob", "after", None)  # a gone connection is not looked at
+    assert bob.queue and all(b"after" not in frame for frame in bob.queue)
 
 
 # --- disconnect -------------------------------------------------------------------------
@@ -1074,6 +1373,7 @@ class HubMachine(RuleBasedStateMachine):
             "members": sorted(self.users_in(room)),
             "last_id": self.last_id[room],
             "history": self.records(room),
+            "read_id": 0,
         }
         expected[c] = [reply | ({"ref": ref} if ref else {})]
         self.hub.join(conn, room, ref)

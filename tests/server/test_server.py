@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -34,7 +35,10 @@ def test_welcome_then_login(connect):
         "protocol": PROTOCOL_VERSION,
     }
     client.send(type="login", user="alice", password=USERS["alice"], ref="l1")
-    assert client.recv() == {"type": "login_ok", "user": "alice", "ref": "l1"}
+    login_ok = client.recv()
+    token = login_ok.pop("token")  # a login token (tests/server/test_tokens.py)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
+    assert login_ok == {"type": "login_ok", "user": "alice", "ref": "l1"}
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
@@ -126,6 +130,7 @@ def test_rooms_messages_edits_deletes(connect):
         "members": ["alice"],
         "last_id": 0,
         "history": [],
+        "read_id": 0,
         "ref": joined["ref"],
     }
     bob.request(type="join", room="general")

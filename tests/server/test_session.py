@@ -5,7 +5,8 @@ from collections import deque
 
 import pytest
 
-from securechat.server.hub import Hub
+from securechat.exceptions import StoreUnavailable
+from securechat.server.hub import NOT_STORED, Hub
 from securechat.server.session import AUTH_FAILED_MESSAGE, MAX_LOGIN_FAILURES, Session
 from securechat.server.store import SqliteStore
 from tests.outbox import Outbox
@@ -384,17 +385,24 @@ def test_a_bug_in_a_handler_answers_internal_and_the_session_goes_on(hub: Hub, m
 
 
 class StepCommitter:
-    """A committer that commits one queued entry at a time, when the test says so."""
+    """A committer that commits one queued entry at a time, when the test says so.
+
+    ``step(fail=error)`` makes that entry's write fail with ``error`` instead.
+    """
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        self.queue: list[tuple[object, object]] = []
+        self.queue: list[tuple[object, object, object]] = []
 
-    def submit(self, write, then=None) -> None:
-        self.queue.append((write, then))
+    def submit(self, write, then=None, failed=None) -> None:
+        self.queue.append((write, then, failed))
 
-    def step(self) -> None:
-        write, then = self.queue.pop(0)
+    def step(self, fail: Exception | None = None) -> None:
+        write, then, failed = self.queue.pop(0)
+        if write is not None and fail is not None:
+            if failed is not None:
+                failed(fail)
+            return
         if write is not None:
             self.store.write([write])
         if then is not None:
@@ -455,7 +463,7 @@ def test_a_run_of_sends_in_one_read_is_one_commit_and_replies_keep_the_order() -
     )  # fmt: skip
     session.receive_lines(lines)
     assert session.waiting and list(lines) == [line("lobby", "after")]  # the rest waits
-    writes = [write for write, _ in committer.queue if write is not None]
+    writes = [write for write, _, _ in committer.queue if write is not None]
     assert [(w.room, [m.text for m in w.messages]) for w in writes] == [
         ("lobby", ["t-a1", "t-a2", "t-a3"]),
         ("side", ["t-b1", "t-b2"]),
@@ -484,3 +492,69 @@ def test_a_run_of_sends_in_one_read_is_one_commit_and_replies_keep_the_order() -
         "t-a1", "t-a2", "t-a3", "t-c1"]  # fmt: skip
     session.receive_lines(lines)  # the held line's turn
     assert not lines and len(committer.queue) == 2  # its write and a new barrier
+
+
+def test_failed_writes_are_answered_unavailable_and_release_the_held_requests_in_order() -> None:
+    store = SqliteStore(":memory:")
+    committer = StepCommitter(store)
+    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    session, outbox = logged_in(hub)
+    bob, bob_box = logged_in(hub, "bob")
+    while committer.queue:  # the logins' catch-up
+        committer.step()
+    for who in (session, bob):
+        send(who, {"type": "join", "room": "lobby"})
+    send(session, {"type": "send", "room": "lobby", "text": "kept", "ref": "k"})
+    committer.step(), committer.step()  # its write and its barrier
+    outbox.take(), bob_box.take()
+
+    lines = deque(json.dumps(frame).encode() for frame in [
+        {"type": "send", "room": "lobby", "text": "a", "ref": "s1"},
+        {"type": "send", "room": "lobby", "text": "b", "ref": "s2"},  # (one run: one write)
+        {"type": "edit", "room": "lobby", "id": 1, "text": "changed", "ref": "e"},
+        {"type": "members", "room": "lobby", "ref": "who"},  # held until those are answered
+        {"type": "delete", "room": "lobby", "id": 1, "ref": "d"},
+        {"type": "dm", "to": "bob", "text": "psst", "ref": "m"},
+        {"type": "history", "room": "lobby", "ref": "h"},  # held again
+    ])  # fmt: skip
+    session.receive_lines(lines)
+    full = StoreUnavailable("disk full", "database or disk is full", 5.0)
+    replies = []
+    while committer.queue:
+        write = committer.queue[0][0]
+        committer.step(fail=full if write is not None else None)
+        session.resume()  # what the transport does when woken, then it reads on
+        if not session.waiting:
+            session.receive_lines(lines)
+        replies += outbox.take()
+    assert not lines
+    assert [(f["type"], f.get("ref"), f.get("code")) for f in replies] == [
+        ("error", "s1", "unavailable"), ("error", "s2", "unavailable"),
+        ("error", "e", "unavailable"),
+        ("members", "who", None),
+        ("error", "d", "unavailable"), ("error", "m", "unavailable"),
+        ("history", "h", None),
+    ]  # fmt: skip
+    errors = [f for f in replies if f["type"] == "error"]
+    assert {f["message"] for f in errors} == {NOT_STORED}
+    assert all(f["retry_after"] == 5.0 for f in errors)
+    assert [(m["id"], m["text"]) for m in replies[-1]["messages"]] == [(1, "kept")]
+    assert bob_box.take() == []  # nothing of it reached anyone else
+    assert not session.waiting
+    send(session, {"type": "send", "room": "lobby", "text": "again", "ref": "s3"})
+    committer.step(), committer.step()
+    assert outbox.only("message")["id"] == 4  # ids 2 and 3 were taken by the failed run
+    assert bob_box.only("message")["text"] == "again"
+
+
+def test_a_write_that_fails_by_a_bug_is_answered_internal() -> None:
+    store = SqliteStore(":memory:")
+    committer = StepCommitter(store)
+    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    session, outbox = logged_in(hub)
+    while committer.queue:
+        committer.step()
+    send(session, {"type": "dm", "to": "bob", "text": "hi", "ref": "m"})
+    committer.step(fail=RuntimeError("bug"))
+    committer.step()
+    error(outbox, "internal", "m")

@@ -1,13 +1,17 @@
-"""The SQLite store and the group committer, without sockets."""
+"""The SQLite store and the group committer, without sockets; and how they fail."""
 
+import errno
+import logging
 import sqlite3
 import threading
 
 import pytest
 
 from securechat.bench.store import main as store_bench
-from securechat.exceptions import StoreError
+from securechat.exceptions import StoreError, StoreUnavailable
 from securechat.server.store import (
+    RETRY_AFTER,
+    RETRY_AFTER_LOCKED,
     SCHEMA_VERSION,
     AddDm,
     AddMessages,
@@ -15,10 +19,13 @@ from securechat.server.store import (
     DmRecord,
     EditMessage,
     GroupCommitter,
+    InlineCommitter,
     SetDmMarker,
     SqliteStore,
     StoredMessage,
+    storage_failure,
 )
+from tests.faults import FAULTS, FaultyStore, fill, remount_read_only, sqlite_error, tmpfs
 
 TS = "2026-11-26T02:20:28.123Z"
 
@@ -108,10 +115,196 @@ def test_a_failed_commit_acknowledges_nothing_but_barriers_pass(tmp_path):
     store.write([AddMessages("lobby", [message(1)])])
     committer = GroupCommitter(store)
     acked: list[int] = []
+    errors: list[Exception] = []
     passed = threading.Event()
-    committer.submit(AddMessages("lobby", [message(1)]), lambda: acked.append(1))  # duplicate id
+    committer.submit(AddMessages("lobby", [message(1)]), lambda: acked.append(1),  # duplicate id
+                     errors.append)  # fmt: skip
     committer.submit(None, passed.set)
     assert passed.wait(10)
     assert acked == []
+    # A duplicate id is our bug, not the disk's: the sender is told so ("internal").
+    assert len(errors) == 1 and isinstance(errors[0], sqlite3.IntegrityError)
     committer.close()
     store.close()
+
+
+# ------------------------------------------------------------ storage failures
+
+
+@pytest.mark.parametrize("with_code", [True, False], ids=["with-code", "message-only"])
+@pytest.mark.parametrize("reason", sorted(FAULTS))
+def test_sqlite_storage_errors_are_unavailable_with_a_reason(reason, with_code):
+    failure = storage_failure(sqlite_error(reason, with_code=with_code))
+    assert isinstance(failure, StoreUnavailable)
+    assert failure.reason == reason
+    assert failure.detail == FAULTS[reason][0]
+    assert failure.retry_after == (RETRY_AFTER_LOCKED if reason == "database locked"
+                                   else RETRY_AFTER)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+        (OSError(errno.EROFS, "Read-only file system"), "read-only"),
+        (OSError(errno.EIO, "Input/output error"), "I/O error"),
+        (sqlite3.DatabaseError("database disk image is malformed"), "database corrupt"),
+        (sqlite3.OperationalError("something new"), "database error"),
+    ],
+)
+def test_other_storage_errors_are_unavailable(error, reason):
+    failure = storage_failure(error)
+    assert failure is not None and failure.reason == reason
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlite3.IntegrityError("UNIQUE constraint failed: messages.room, messages.id"),
+        sqlite3.ProgrammingError("Cannot operate on a closed database."),
+        RuntimeError("bug"),
+    ],
+)
+def test_bugs_are_not_storage_failures(error):
+    assert storage_failure(error) is None
+
+
+class Recorder:
+    """Callbacks of committed and failed writes, and barriers, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def ok(self, n: int):
+        return lambda: self.events.append(("ok", n))
+
+    def failed(self, n: int):
+        return lambda error: self.events.append(("failed", n, error))
+
+    def barrier(self, n: int):
+        return lambda: self.events.append(("barrier", n))
+
+
+def test_a_failed_batch_answers_each_write_as_failed_in_order_and_nothing_is_stored(tmp_path):
+    store = FaultyStore(tmp_path / "db")
+    committer = GroupCommitter(store)
+    record = Recorder()
+    committer.submit(AddMessages("lobby", [message(1)]), record.ok(1), record.failed(1))
+    # Hold the writer in a callback while writes of "many connections" queue up: they
+    # are then committed as one batch.
+    holding, release = threading.Event(), threading.Event()
+    committer.submit(None, lambda: (holding.set(), release.wait(10)))
+    assert holding.wait(10)
+    store.fail("disk full")
+    commits = committer.commits
+    committer.submit(AddMessages("lobby", [message(2), message(3)]), record.ok(2), record.failed(2))
+    committer.submit(None, record.barrier(1))
+    committer.submit(EditMessage("lobby", 1, "changed", TS), record.ok(4), record.failed(4))
+    committer.submit(DeleteMessage("lobby", 1), record.ok(5), record.failed(5))
+    committer.submit(AddDm(DmRecord(1, "ann", "bob", "hi", TS)), record.ok(6), record.failed(6))
+    committer.submit(SetDmMarker("bob", 1))  # no callbacks at all: nothing to answer
+    committer.submit(None, record.barrier(2))
+    release.set()
+    committer.close()
+    assert store.failed_writes == 1  # one batch, one failed commit
+    assert committer.commits == commits
+    kinds = [event[:2] for event in record.events]
+    assert kinds == [("ok", 1), ("failed", 2), ("barrier", 1), ("failed", 4), ("failed", 5),
+                     ("failed", 6), ("barrier", 2)]  # fmt: skip
+    errors = [event[2] for event in record.events if event[0] == "failed"]
+    assert all(isinstance(e, StoreUnavailable) and e.reason == "disk full" for e in errors)
+    assert store.room_counters() == {"lobby": 1}
+    assert [(m.id, m.text, m.deleted) for m in store.recent("lobby", 10)] == [(1, "m1", False)]
+    assert store.dm_state() == (0, {})
+    store.close()
+
+
+def test_writes_work_again_once_the_fault_clears_and_nothing_failed_comes_back(tmp_path):
+    store = FaultyStore(tmp_path / "db")
+    committer = GroupCommitter(store)
+    record = Recorder()
+    store.fail("I/O error")
+    answered = threading.Event()
+    committer.submit(AddMessages("lobby", [message(1)]), record.ok(1), record.failed(1))
+    committer.submit(None, answered.set)
+    assert answered.wait(10)
+    store.heal()
+    committer.submit(AddMessages("lobby", [message(2)]), record.ok(2), record.failed(2))
+    committer.close()
+    assert [event[:2] for event in record.events] == [("failed", 1), ("ok", 2)]
+    assert [m.id for m in store.recent("lobby", 10)] == [2]  # the rolled back row stays out
+    assert store.room_counters() == {"lobby": 2}
+    store.close()
+
+
+def test_the_log_says_once_per_episode_what_failed_and_when_it_works_again(tmp_path, caplog):
+    store = FaultyStore(tmp_path / "db")
+    committer = InlineCommitter(store)
+    failures: list[Exception] = []
+    with caplog.at_level(logging.INFO, logger="securechat.store"):
+        store.fail("disk full")
+        for n in range(1, 6):
+            committer.submit(AddMessages("lobby", [message(n)]), None, failures.append)
+        store.fail("read-only")  # another reason within the episode is news
+        committer.submit(AddMessages("lobby", [message(6)]), None, failures.append)
+        store.heal()
+        committer.submit(AddMessages("lobby", [message(7)]))
+        committer.submit(AddMessages("lobby", [message(8)]))
+    assert len(failures) == 6
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == ["ERROR", "ERROR", "WARNING"], lines
+    assert "disk full (database or disk is full)" in lines[0][1]
+    assert str(tmp_path / "db") in lines[0][1]
+    assert "read-only (attempt to write a readonly database)" in lines[1][1]
+    assert "stored again" in lines[2][1] and "6 failed commits, 6 writes not stored" in lines[2][1]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback for a full disk
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="securechat.store"):
+        store.fail("database locked")
+        committer.submit(AddMessages("lobby", [message(9)]), None, failures.append)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]  # a new episode, logged again
+    store.close()
+
+
+def test_a_bug_in_a_commit_is_logged_with_its_traceback(tmp_path, caplog):
+    store = SqliteStore(tmp_path / "db")
+    committer = InlineCommitter(store)
+    committer.submit(AddMessages("lobby", [message(1)]))
+    failures: list[Exception] = []
+    with caplog.at_level(logging.INFO, logger="securechat.store"):
+        committer.submit(AddMessages("lobby", [message(1)]), None, failures.append)
+        committer.submit(AddMessages("lobby", [message(2)]))
+    assert isinstance(failures[0], sqlite3.IntegrityError)
+    assert [(r.levelname, bool(r.exc_info)) for r in caplog.records] == [("ERROR", True)]
+    store.close()
+
+
+def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(tmp_path):
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "512k"):
+        store = SqliteStore(disk / "db")
+        try:
+            store.write([AddMessages("lobby", [message(1)])])
+            filler = fill(disk)
+            with pytest.raises(sqlite3.Error) as raised:
+                store.write([AddMessages("lobby", [message(2)])])
+            failure = storage_failure(raised.value)
+            assert failure is not None and failure.reason == "disk full"
+            with pytest.raises(StoreError, match=r"cannot write to the database .*: disk full"):
+                store.check_writable()
+            assert [m.id for m in store.recent("lobby", 10)] == [1]  # reads work
+            filler.unlink()
+            store.write([AddMessages("lobby", [message(3)])])
+            assert [m.id for m in store.recent("lobby", 10)] == [1, 3]
+            store.check_writable()
+        finally:
+            store.close()
+
+
+def test_a_read_only_file_system_is_refused_at_open(tmp_path):
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "512k"):
+        SqliteStore(disk / "db").close()
+        remount_read_only(disk)
+        with pytest.raises(StoreError, match=r"cannot open the database .*read-only"):
+            SqliteStore(disk / "db")
