@@ -227,6 +227,8 @@ def test_over_the_connection_cap_files_get_503(certs, passwd_path, web_files):
         connection.request("GET", "/")
         response = connection.getresponse()
         assert response.status == 503
+        assert headers_of(response)["connection"] == "close"
+        response.read()
         connection.close()
         first.close()
 
