@@ -16,8 +16,15 @@ LISTENING = re.compile(r"listening on (\S+):(\d+)")
 class ServerProcess:
     """A server subprocess on port 0; ``address`` is read from its log line."""
 
-    def __init__(self, cert: Path, passwd: Path, data_dir: Path, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def __init__(
+        self,
+        cert: Path,
+        passwd: Path,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "securechat.server.cli", "--cert", str(cert), "--passwd",
              str(passwd), "--data-dir", str(data_dir), "--port", "0", *args],

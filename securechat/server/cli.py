@@ -21,6 +21,7 @@ from cryptography import x509
 from securechat.exceptions import CertificateError, PasswordFileError, StoreError
 from securechat.protocol import DEFAULT_PORT
 from securechat.protocol.framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT
+from securechat.server import check, logformat, systemd
 from securechat.server.connection import ALPN_HTTP, Connection, Limits
 from securechat.server.hub import Hub
 from securechat.server.passwd import PasswordFile, permission_warning
@@ -228,6 +229,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text for people (default), or one JSON object a line")  # fmt: skip
+    parser.add_argument("--check", action="store_true", help="check the certificate, password "
+                        "file, data directory and ports, print one line per problem, and "
+                        "exit 0 (all good) or 1, without starting")  # fmt: skip
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
@@ -251,12 +257,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logformat.configure(args.log_level, args.log_format)
 
     def load() -> tuple[ssl.SSLContext, str]:
         return load_server_context(args.cert, args.key, args.client_ca, web=not args.no_web)
+
+    if args.check:
+        return _check(args, load)
 
     try:
         context, described = load()
@@ -305,15 +312,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             if web is not None:
                 host, port = server.address
                 log.info("web client: https://%s:%d/", f"[{host}]" if ":" in host else host, port)
+            host, port = server.address
+            systemd.notify("READY=1", f"STATUS=listening on {host}:{port}")
             while signals.get() == signal.SIGHUP:
+                systemd.reloading()
                 reload_certificate(server, load)
+                systemd.notify("READY=1", f"STATUS=listening on {host}:{port}")
             log.info("shutting down")
+            systemd.notify("STOPPING=1", "STATUS=shutting down")
             server.shutdown()
     except (StoreError, OSError) as exc:
         print(f"securechat-server: {exc}", file=sys.stderr)
         return 1
     log.info("stopped")
     return 0
+
+
+def _check(args: argparse.Namespace, load: Callable[[], object]) -> int:
+    """``--check``: one line per finding on stdout; 0 if the server would start."""
+    ports = {"port": args.port}
+    if irc_port := getattr(args, "irc_port", None):
+        ports["--irc-port"] = irc_port
+    findings = check.run(
+        cert=Path(args.cert), key=Path(args.key) if args.key else None,
+        client_ca=Path(args.client_ca) if args.client_ca else None, load=load,
+        passwd=Path(args.passwd), data_dir=Path(args.data_dir), database=DATABASE_NAME,
+        host=args.host, ports=ports,
+    )  # fmt: skip
+    for finding in findings:
+        print(f"securechat-server --check: {finding}")
+    problems = sum(finding.problem for finding in findings)
+    warnings = len(findings) - problems
+    verdict = f"{problems} problem{'s' * (problems != 1)}" if problems else "ok"
+    print(f"securechat-server --check: {verdict}, {warnings} warning{'s' * (warnings != 1)}")
+    return 1 if problems else 0
 
 
 __all__ = [
