@@ -655,6 +655,39 @@ describe("read markers and unread counts", () => {
     assert.equal(r.state.features.read, false);
   });
 
+  test("answering marks read what was there, before the message goes", () => {
+    let r = run(online({ lastId: 10, readId: 4 }), { type: "compose", text: "on it" });
+    assert.deepEqual(
+      r.sent.map((f) => ({ ...f, ref: undefined })),
+      [
+        { type: "mark_read", room: "general", id: 10, ref: undefined },
+        { type: "send", room: "general", text: "on it", ref: undefined },
+      ],
+    );
+    assert.equal(unread(r.state, GENERAL).count, 0);
+    // a conversation: only what is held counts (a newer DM may be on its way)
+    const bob = { kind: "dm", name: "bob" };
+    r = run(
+      r.state,
+      frame({ type: "read", room: "general", id: 10 }),
+      frame({ type: "dm", id: 5, from: "bob", to: "alice", text: "late", ts: "x" }),
+      { type: "open", target: bob },
+    );
+    r = run(
+      r.state,
+      frame({ type: "dm_history", with: "bob", messages: [], ref: refOf(r.sent, "dm_history") }),
+      { type: "compose", text: "no problem" },
+    );
+    assert.deepEqual(r.sent.map((f) => f.type), ["mark_read", "dm"]);
+    assert.equal(r.sent[0].with, "bob");
+    assert.equal(r.sent[0].id, 5);
+    assert.equal(unread(r.state, bob).count, 0);
+    // nothing held yet: nothing to mark
+    r = run(r.state, { type: "open", target: { kind: "room", name: "new" } });
+    r = run(r.state, { type: "compose", text: "first!" });
+    assert.deepEqual(r.sent, [], "queued until #new is joined, no marker");
+  });
+
   test("read while offline is told to the server on rejoin", () => {
     let r = run(
       online({ lastId: 10, readId: 2 }),

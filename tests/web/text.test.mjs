@@ -6,6 +6,7 @@ import { test } from "node:test";
 import {
   longTime,
   prepareText,
+  sentence,
   shortTime,
   splitLinks,
 } from "../../securechat/server/web/static/text.js";
@@ -76,4 +77,13 @@ test("times: the clock for today, the date as well otherwise", () => {
   assert.equal(shortTime(new Date(2026, 10, 25, 23, 59, 0).toISOString(), now), "2026-11-25 23:59");
   assert.equal(longTime(new Date(2026, 0, 2, 3, 4, 5).toISOString()), "2026-01-02 03:04:05");
   assert.equal(shortTime("not a time", now), "");
+});
+
+test("a server's message becomes a sentence for the status line", () => {
+  assert.equal(sentence("the server is shutting down"), "The server is shutting down.");
+  assert.equal(sentence(" Too fast (try again in 2 s) "), "Too fast (try again in 2 s).");
+  assert.equal(sentence("Already one."), "Already one.");
+  assert.equal(sentence("what?"), "What?");
+  assert.equal(sentence(""), "");
+  assert.equal(sentence(undefined), "");
 });

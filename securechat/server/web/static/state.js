@@ -730,6 +730,11 @@ const EVENTS = {
       notice(tx, "Open a room or a conversation first.");
       return;
     }
+    // Answering is having read: what was in front of the person counts as read, also
+    // when they switch away before the page reported it seen (app.js waits a moment).
+    const held = target.kind === "room" ? tx.state.rooms[target.name] : tx.state.dms[target.name];
+    const newest = held ? lastId(held.messages) : null;
+    if (newest !== null) markRead(tx, target, newest);
     const pid = tx.state.nextPid;
     const item = { pid, target, text, status: "queued", error: "", inflight: false };
     patch(tx, { nextPid: pid + 1, pending: [...tx.state.pending, item] });

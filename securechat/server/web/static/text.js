@@ -79,6 +79,17 @@ function pad(n) {
   return String(n).padStart(2, "0");
 }
 
+/**
+ * A server's message made a sentence for the status line, which strings several
+ * together: "the server is shutting down" -> "The server is shutting down."
+ */
+export function sentence(text) {
+  const trimmed = String(text ?? "").trim();
+  if (!trimmed) return "";
+  const capital = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
 /** "14:05" for a time today, "2026-11-25 14:05" otherwise (local time). */
 export function shortTime(ts, now = new Date()) {
   const date = new Date(ts);

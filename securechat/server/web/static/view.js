@@ -7,7 +7,7 @@
 
 import { NAME_RE, formatHash, sameTarget, targetLabel } from "./route.js";
 import { conversations, isOnline, isPresent, pendingFor, totalUnread, unread } from "./state.js";
-import { longTime, prepareText, shortTime, splitLinks } from "./text.js";
+import { longTime, prepareText, sentence, shortTime, splitLinks } from "./text.js";
 
 /** An element: `h("a", {href, className, "aria-label": ...}, child, ...)`. */
 function h(tag, attrs = {}, ...children) {
@@ -35,7 +35,8 @@ function fill(container, signature, build) {
   const json = JSON.stringify(signature);
   if (container.dataset.shown === json) return;
   container.dataset.shown = json;
-  container.replaceChildren(...build());
+  // as in h(): no child for null (replaceChildren would write the text "null")
+  container.replaceChildren(...build().filter((child) => child !== null && child !== undefined));
 }
 
 /** An unread count that a screen reader reads as "3 unread". */
@@ -194,8 +195,10 @@ export function createView(dispatch) {
     el.toggleSidebar.setAttribute("aria-expanded", "false");
     el.toggleMembers.setAttribute("aria-expanded", "false");
   };
+  // A tap outside an open drawer (on the conversation) closes it too, as on any phone.
   el.chat.addEventListener("click", (event) => {
-    if (event.target.closest?.("#sidebar a, #members a, #leave")) closeDrawers();
+    const inside = event.target.closest?.("#sidebar, #members, .topbar");
+    if (!inside || event.target.closest?.("#sidebar a, #members a, #leave")) closeDrawers();
   });
 
   // ------------------------------------------------------------ rendering
@@ -238,7 +241,7 @@ export function createView(dispatch) {
       else if (s.conn === "connecting") text = "Connecting…";
       else {
         offline = true;
-        const note = s.connNote ? ` ${s.connNote}` : "";
+        const note = s.connNote ? ` ${sentence(s.connNote)}` : "";
         const when =
           s.reconnectIn === null
             ? ""
@@ -308,7 +311,7 @@ export function createView(dispatch) {
     document.title = total ? `(${total}) ${title}` : title;
   }
 
-  function targetItem({ target, unread: { count, more }, current }, label, extra = null) {
+  function targetItem({ target, unread: { count, more }, current }, label, { before, after } = {}) {
     return h(
       "li",
       {},
@@ -319,8 +322,9 @@ export function createView(dispatch) {
           className: count ? "target unread" : "target",
           "aria-current": current ? "page" : null,
         },
+        before,
         h("span", { className: "target-name" }, label),
-        extra,
+        after,
         count ? badge(`${count}${more ? "+" : ""}`) : null,
       ),
     );
@@ -343,7 +347,7 @@ export function createView(dispatch) {
         targetItem(
           r,
           `#${r.target.name}`,
-          r.joining ? h("span", { className: "muted" }, " (joining)") : null,
+          { after: r.joining ? h("span", { className: "muted" }, " (joining)") : null },
         ),
       ),
     );
@@ -366,7 +370,7 @@ export function createView(dispatch) {
           },
           h("span", { className: "visually-hidden" }, d.present ? " (online)" : ""),
         );
-        return targetItem(d, `@${d.target.name}`, dot);
+        return targetItem(d, `@${d.target.name}`, { before: dot });
       }),
     );
   }
@@ -533,10 +537,13 @@ export function createView(dispatch) {
         ? h("span", { className: "edited", title: `edited ${longTime(m.edited_ts)}` }, " (edited)")
         : null,
     );
+    // tabindex -1: a tap focuses the message, which shows its buttons on a touch
+    // screen (style.css), without adding a Tab stop per message
     const li = h("li", {
       className: mine ? "msg mine" : "msg",
       "data-id": m.id,
       title: `#${m.id} · ${longTime(m.ts)}`,
+      tabindex: "-1",
     });
     li.append(header);
     if (mode === "edit") {
