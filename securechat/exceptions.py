@@ -17,6 +17,12 @@
 
     * :exc:`StoreUnavailable`: the storage refused a write (disk full, read-only,
       I/O error, database locked); not a bug, and it may work again later.
+
+  * :exc:`AdminError`: ``securechat-admin`` cannot do what it was asked (the backup's
+    destination exists, no such room, a server is using the database to restore over).
+  * :exc:`FileRefused`: an upload or download of a shared file is refused (too large,
+    over the quota, the disk too full, a hash that does not match...); carries the HTTP
+    status that says so.
 """
 
 
@@ -87,4 +93,25 @@ class StoreUnavailable(StoreError):
         super().__init__(f"{reason} ({detail})")
         self.reason = reason
         self.detail = detail
+        self.retry_after = retry_after
+
+
+class AdminError(SecurechatError):
+    """A data command (backup, restore, export, stats) refused or failed; the message is
+    one line saying what and, where there is one, what to do about it."""
+
+
+class FileRefused(SecurechatError):
+    """A file upload or download is refused; nothing of an upload is kept.
+
+    ``status`` is the HTTP status the web edge answers with (413 too large, 507 no
+    space or over the quota, 400 a hash that does not match or a bad name, 429 too many
+    at once...), ``message`` one sentence for the person, ``retry_after`` seconds where
+    waiting helps.
+    """
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
         self.retry_after = retry_after

@@ -1,2 +1,3 @@
-"""The admin tools: :mod:`~securechat.admin.adduser` (``securechat-adduser``) and
-:mod:`~securechat.admin.certs` (``securechat-certs``)."""
+"""The admin tools: :mod:`~securechat.admin.adduser` (``securechat-adduser``),
+:mod:`~securechat.admin.certs` (``securechat-certs``) and :mod:`~securechat.admin.data`
+(``securechat-admin``: backup, restore, export, stats)."""
