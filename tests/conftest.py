@@ -11,6 +11,7 @@ import pytest
 
 from securechat.admin.certs import CertPaths, make_certs
 from securechat.server.cli import Limits, Server, durable_hub, make_server_context
+from securechat.server.files import FileLimits
 from securechat.server.passwd import PasswordFile, set_password
 from securechat.server.web import WebSite
 from tests.chatclient import ChatClient
@@ -51,20 +52,26 @@ def run_server(
     data_dir: Path | None = None,
     host: str = "127.0.0.1",
     web: WebSite | None = None,
+    files: FileLimits | None = None,
+    irc: bool = False,
 ) -> Iterator[Server]:
     """A server on ``host`` (loopback) port 0 that always shuts down, and leaks no thread.
 
     ``web``: the web edge (HTTP and WebSocket for ALPN ``http/1.1``); none by default.
+    With it, file sharing too, with ``files`` (default: the server's default limits).
+    ``irc``: the IRC gateway too, on a port of its own (``server.irc_address``).
     """
     before = set(threading.enumerate())
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "data"
         passwords = PasswordFile(passwd)
-        hub = stack.enter_context(durable_hub(data_dir, passwords, admins=admins))
+        if web is not None and files is None:
+            files = FileLimits()
+        hub = stack.enter_context(durable_hub(data_dir, passwords, admins=admins, files=files))
         server = Server(
             make_server_context(certs.server), hub, passwords.verify, host, 0,
-            limits or Limits(), web,
+            limits or Limits(), web, irc_port=0 if irc else None,
         )  # fmt: skip
         server.start()
         stack.callback(server.shutdown)

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from securechat.bench.files import move_file
 from securechat.bench.irc import (
     PASSWORD,
     PEERS,
+    TRANSPORTS,
     Dialect,
     Target,
     Workspace,
@@ -47,6 +49,17 @@ from securechat.bench.irc import (
     sample_process,
 )
 from securechat.bench.report import BOTTLENECK_PCT, chart, combine, table
+from securechat.bench.wsframes import (
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    HandshakeError,
+    UpgradeReader,
+    mask_frame,
+    text_frames,
+    upgrade_request,
+)
 
 MARK_RE = re.compile(rb"~(\d+)\.(\d+)\.(\d+)~")
 SAMPLES = 2_000_000  # latency samples sorted for percentiles, at most
@@ -54,7 +67,7 @@ CONNECT_TIMEOUT = 30.0
 SMALL_ROOM, SMALL_SENDERS, SMALL_RATE = 10, 2, 10.0  # the room timed in idle and logins
 # securechat's flood and connection limits, lifted as the peers' are (docs/benchmarks.md)
 LIFTED = ["--frame-rate=1e9", "--frame-burst=1000000000", "--max-connections=1000000",
-          "--max-per-address=1000000"]  # fmt: skip
+          "--max-per-address=1000000", "--max-file-size=64G", "--file-quota=1T"]  # fmt: skip
 
 
 # -- pure helpers
@@ -122,6 +135,7 @@ class Conn(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.sender: Sender | None = None
+        self.failure: str | None = None  # why the connection failed during setup
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -203,7 +217,7 @@ class Conn(asyncio.Protocol):
     async def _next_line(self, deadline: float) -> bytes:
         line = await asyncio.wait_for(self.lines.get(), max(0.0, deadline - time.monotonic()))
         if line is None:
-            raise ConnectionError("the server closed the connection")
+            raise ConnectionError(self.failure or "the server closed the connection")
         return line
 
     async def handshake(self, timeout: float) -> None:
@@ -236,6 +250,105 @@ class Conn(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+
+class WsConn(Conn):
+    """A securechat client over WebSocket (``--transport ws``): the same frames, as messages.
+
+    It connects with ALPN ``http/1.1``, upgrades to ``/ws`` with the server's own
+    ``Origin``, then speaks as :class:`Conn` does: each line it writes leaves as one
+    masked text frame (:func:`~securechat.bench.wsframes.text_frames`), and during setup
+    every text message received is a line. In traffic it does not walk the frames: a
+    server's frames are not masked, so every message's JSON is in the byte stream as it
+    is, and the marks are found there with the same one regex over the block as for
+    lines. A frame header (an opcode byte, a length) never forms a mark: marks sit
+    inside the ``text`` string, and a header sits between a ``}`` and a ``{``. A block
+    is cut after its last ``}`` (no mark crosses one); the rare control frame (a
+    ``ping``, an ``error``) is read as the JSON object around its marker.
+    """
+
+    def __init__(self, run: Run, dialect: Dialect, index: int, user: str, password: str,
+                 host: str, port: int) -> None:  # fmt: skip
+        super().__init__(run, dialect, index, user, password)
+        self.request, key = upgrade_request(host, port)
+        self.upgrade: UpgradeReader | None = UpgradeReader(key)
+        self.frames = FrameReader()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024)
+        transport.write(self.request)  # (the server speaks first once upgraded: no hello)
+
+    def write(self, data: bytes) -> None:
+        if data and self.upgrade is None:
+            super().write(text_frames(data))
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgrade is not None:
+            try:
+                rest = self.upgrade.feed(data)
+            except HandshakeError as exc:
+                self.failure = str(exc)
+                self.close()
+                self.lines.put_nowait(None)
+                return
+            if rest is None:
+                return
+            self.upgrade, data = None, rest
+        if self.slow:
+            try:
+                frames = self.frames.feed(data)
+            except ValueError as exc:
+                self.failure = f"bad WebSocket frame from the server: {exc}"
+                self.close()
+                self.lines.put_nowait(None)
+                return
+            for opcode, payload in frames:
+                if opcode == TEXT:
+                    self.lines.put_nowait(payload)
+                elif opcode == PING:
+                    super().write(mask_frame(PONG, payload, os.urandom(4)))
+            return
+        if self.tail:
+            data = self.tail + data
+        cut = data.rfind(b"}") + 1
+        block, self.tail = data[:cut], data[cut:]
+        if any(marker in block for marker in self.dialect.control_markers):
+            block = self._controls(block)
+        marks = MARK_RE.findall(block)
+        if marks:
+            self._account(marks)
+
+    def _controls(self, block: bytes) -> bytes:
+        """Answer the control frames in ``block``; what of it is complete (the rest: tail)."""
+        starts = sorted(
+            block.rfind(b"{", 0, at)
+            for marker in self.dialect.control_markers
+            for at in _occurrences(block, marker)
+        )
+        decoder = json.JSONDecoder()
+        for start in dict.fromkeys(starts):
+            try:  # (latin-1: one character per byte, so the end is a byte offset too)
+                _, end = decoder.raw_decode(block[start:].decode("latin-1"))
+            except ValueError:  # not all here yet: from its start on, it waits for more
+                self.tail = block[start:] + self.tail
+                return block[:start]
+            self._control(block[start : start + end])
+        return block
+
+    def go_fast(self) -> None:
+        """As :meth:`Conn.go_fast`; the start of a frame not yet complete is the tail."""
+        super().go_fast()
+        self.tail, self.frames.buffer = self.frames.buffer, b""
+
+
+def _occurrences(data: bytes, needle: bytes) -> list[int]:
+    out, at = [], data.find(needle)
+    while at >= 0:
+        out.append(at)
+        at = data.find(needle, at + 1)
+    return out
 
 
 class Sender:
@@ -318,10 +431,21 @@ async def open_conn(run: Run, target: Target, index: int, user: str, password: s
                     timeout: float = CONNECT_TIMEOUT) -> Conn:  # fmt: skip
     """Connect, TLS, and log in / register; the Conn is in setup (slow) mode."""
     loop = asyncio.get_running_loop()
+
+    context = target.context
+
+    def make() -> Conn:
+        if target.transport == "ws":
+            return WsConn(run, target.dialect, index, user, password, target.host, target.port)
+        return Conn(run, target.dialect, index, user, password)
+
+    if target.transport == "ws":
+        assert target.web_context is not None  # (ALPN http/1.1: the web edge)
+        context = target.web_context
     _, conn = await asyncio.wait_for(
         loop.create_connection(
-            lambda: Conn(run, target.dialect, index, user, password), target.host, target.port,
-            ssl=target.context, server_hostname=target.host, ssl_handshake_timeout=timeout,
+            make, target.host, target.port,
+            ssl=context, server_hostname=target.host, ssl_handshake_timeout=timeout,
         ), timeout,
     )  # fmt: skip
     try:
@@ -591,31 +715,56 @@ async def scenario_logins(target: Target, opts: argparse.Namespace) -> dict[str,
     }
 
 
+async def scenario_files(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
+    """A file of ``file_mib`` MiB up, then down, over HTTPS while a small room chats."""
+    run = Run()
+    room = await small_room(run, target, opts)
+    moving = asyncio.create_task(asyncio.to_thread(move_file, target, opts.file_mib,
+                                                   f"u{SMALL_ROOM}"))  # fmt: skip
+    try:
+        result = await traffic(run, target, room, opts, "paced", SMALL_RATE, 0, moving)
+    finally:
+        close_all(room)
+    return {"connections": SMALL_ROOM + 1, **moving.result(), **result}
+
+
 SCENARIOS = {
     "fanout": scenario_fanout,
     "rooms": scenario_rooms,
     "idle": scenario_idle,
     "logins": scenario_logins,
+    "files": scenario_files,
 }
+PEER_SCENARIOS = ("fanout", "rooms", "idle")  # the others have no IRC counterpart
 
 
 # -- report
 
 
+TRANSPORT_NAMES = {"line": "the line protocol", "ws": "WebSocket (ALPN http/1.1, /ws)"}
+
+
 def describe(scenario: str, opts: argparse.Namespace) -> str:
-    """The scenario's heading: what ran, how big, how long."""
+    """The scenario's heading: what ran, how big, how long, over which transport."""
     d, o = opts.duration, opts
     small = f"a room of {SMALL_ROOM} with {SMALL_SENDERS} senders at {SMALL_RATE:g} msg/s"
     how = {"closed": f"closed loop, window {o.window}", "open": "open loop",
            "paced": f"paced, {o.rate:g} msg/s per sender"}[o.mode]  # fmt: skip
-    return {
-        "fanout": f"fanout: one room of {o.members}, {o.senders} senders, {how}, {d or 15:g} s",
-        "rooms": f"rooms: {o.rooms} rooms of {o.room_size}, each client {o.room_rate:g} msg/s, "
-        f"{d or 15:g} s",
-        "idle": f"idle: {o.idle} idle logged-in TLS connections; {small}, {d or 10:g} s",
-        "logins": f"logins: {o.logins} clients logging in at once, bcrypt cost {o.login_cost}, "
-        f"{d or 10:g} s; {small} meanwhile",
-    }[scenario]
+    return (
+        {
+            "fanout": f"fanout: one room of {o.members}, {o.senders} senders, {how}, {d or 15:g} s",
+            "rooms": f"rooms: {o.rooms} rooms of {o.room_size}, each client {o.room_rate:g} msg/s, "
+            f"{d or 15:g} s",
+            "idle": f"idle: {o.idle} idle logged-in TLS connections; {small}, {d or 10:g} s",
+            "logins": f"logins: {o.logins} clients logging in at once, bcrypt cost {o.login_cost}, "
+            f"{d or 10:g} s; {small} meanwhile",
+            "files": f"files: a file of {o.file_mib} MiB up, then down, over HTTPS (the file "
+            f"API); {small} meanwhile",
+        }[scenario]
+        + "; "
+        + ", ".join(f"{TRANSPORTS[t]} over {TRANSPORT_NAMES[t]}" for t in o.transports)
+        + ("; the IRC peers over IRC/TLS" if o.peer_list and scenario in PEER_SCENARIOS else "")
+    )
 
 
 # -- command line
@@ -630,6 +779,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a = p.add_argument
     a("--scenario", default="fanout", choices=[*SCENARIOS, "all"])
     a("--peers", default="", help=f"comma-separated IRC peers to compare: {','.join(PEERS)}")
+    a("--transport", default="line",
+      help="securechat's clients: line (the line protocol), ws (WebSocket), or line,ws "
+      "(both, interleaved: a securechat-ws/securechat column)")  # fmt: skip
     a("--install-peers", action="store_true", help="apt-get/pip install missing peers")
     a("--duration", type=float, help="seconds of traffic per run (default 15 or 10)")
     a("--mode", choices=["open", "closed", "paced"], help="fanout sending mode (default closed)")
@@ -643,6 +795,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a("--idle", type=int, default=1000, help="idle: idle connections to hold")
     a("--logins", type=int, default=100, help="logins: clients logging in at once")
     a("--login-cost", type=int, default=12, help="logins: bcrypt cost of their passwords")
+    a("--file-mib", type=int, default=1024, help="files: MiB of the file moved each way")
     a("--text-bytes", type=int, default=32, help="padding in each message text")
     a("--connect-concurrency", type=int, default=100, help="connections opened at once")
     a("--drain", type=float, default=5.0, help="seconds to wait for in-flight messages")
@@ -675,6 +828,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--senders must be below --members (a non-sender observes the room)")
     opts.server_args = ([] if opts.keep_limits else LIFTED) + opts.server_arg
     opts.peer_list = [x.strip() for x in opts.peers.split(",") if x.strip()]
+    opts.transports = list(dict.fromkeys(x.strip() for x in opts.transport.split(",") if x.strip()))
+    if not opts.transports or set(opts.transports) - set(TRANSPORTS):
+        p.error(f"--transport: one or more of {', '.join(TRANSPORTS)}, comma-separated")
     if unknown := set(opts.peer_list) - set(PEERS):
         p.error(f"unknown peers: {', '.join(sorted(unknown))}")
     return opts
@@ -722,7 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         for scenario in scenarios:
-            names = ["securechat"] + ([] if scenario == "logins" else list(peers))
+            names = [TRANSPORTS[t] for t in opts.transports]
+            names += list(peers) if scenario in PEER_SCENARIOS else []  # (others: none)
             results[scenario] = rounds(scenario, names, ws, opts, peers)
             print(table(describe(scenario, opts), scenario, results[scenario]), flush=True)
     finally:
@@ -736,12 +893,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.chart:
         log(chart(opts.chart, results))
     if opts.smoke:
-        return smoke_verdict(results["fanout"]["securechat"])
+        return max(smoke_verdict(results["fanout"][TRANSPORTS[t]], TRANSPORTS[t])
+                   for t in opts.transports)  # fmt: skip
     return 0
 
 
-def smoke_verdict(r: dict[str, Any]) -> int:
-    """Exit code of ``--smoke``: 1 if anything was lost, duplicated, dropped or died."""
+def smoke_verdict(r: dict[str, Any], name: str = "securechat") -> int:
+    """Exit code of ``--smoke`` for column ``name``: 1 if anything was lost, duplicated,
+    dropped or died."""
     keys = ("lost", "duplicated", "unseen", "disconnects", "connect_failed")
     problems = [f"{k}={r[k]}" for k in keys if r.get(k)]
     if r.get("server_died") or "error" in r:
@@ -749,9 +908,9 @@ def smoke_verdict(r: dict[str, Any]) -> int:
     if not r.get("delivered"):
         problems.append("nothing was delivered")
     if problems:
-        print("smoke: FAILED: " + "; ".join(map(str, problems)))
+        print(f"smoke: {name}: FAILED: " + "; ".join(map(str, problems)))
         return 1
-    print(f"smoke: ok ({r['delivered']:,} deliveries, none lost or duplicated)")
+    print(f"smoke: {name}: ok ({r['delivered']:,} deliveries, none lost or duplicated)")
     return 0
 
 

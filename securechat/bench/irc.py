@@ -52,6 +52,10 @@ PASSWORD = "bench-password-1"  # noqa: S105 - the throwaway users of a temporary
 ROOT = Path(__file__).resolve().parent.parent
 
 PEERS = ("ngircd", "inspircd", "miniircd")
+# securechat's columns, by the transport its clients use (``--transport``): the line
+# protocol over TLS, or WebSocket text messages over TLS (ALPN http/1.1, upgrade to /ws).
+TRANSPORTS = {"line": "securechat", "ws": "securechat-ws"}
+ALPN_HTTP = "http/1.1"
 APT_PACKAGES = {"ngircd": "ngircd", "inspircd": "inspircd"}
 INSTALL_TIMEOUT = 900.0
 
@@ -537,6 +541,18 @@ def start_peer(name: str, command: list[str], workdir: Path, pem: Path) -> Serve
 # -- the bench workspace and securechat itself
 
 
+def web_context(cafile: str) -> ssl.SSLContext:
+    """A client context that asks for ALPN ``http/1.1``: what puts a connection on the web edge."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols([ALPN_HTTP])
+    return context
+
+
+def transport_of(name: str) -> str | None:
+    """The transport of a securechat column (``"line"``, ``"ws"``); None for a peer."""
+    return next((t for t, label in TRANSPORTS.items() if label == name), None)
+
+
 class Workspace:
     """The temporary directory of one bench run: certificates, users, server logs."""
 
@@ -546,6 +562,7 @@ class Workspace:
         self.certs = make_certs(self.dir / "certs")
         self.passwd = self.dir / "users.passwd"
         self.context = ssl.create_default_context(cafile=str(self.certs.ca_cert))
+        self.web_context = web_context(str(self.certs.ca_cert))
 
     def make_users(self, count: int, logins: int, login_cost: int) -> None:
         """``u0..`` at bcrypt cost 4 and ``l0..`` at ``login_cost``, all with PASSWORD.
@@ -665,9 +682,11 @@ class Target:
     dialect: Dialect
     host: str
     port: int
-    context: ssl.SSLContext
+    context: ssl.SSLContext  # without ALPN: the line protocol (IRC for a peer)
     pid: int | None = None
     connect_limit: int = 10**6
+    transport: str = "line"  # "ws": the chat clients speak WebSocket (cli.WsConn)
+    web_context: ssl.SSLContext | None = None  # with ALPN http/1.1: what ws clients use
 
 
 Scenario = Callable[[Target, argparse.Namespace], Awaitable[dict[str, Any]]]
@@ -690,26 +709,23 @@ def run_one(
     tag = scenario if round_no == 1 else f"{scenario}-{round_no}"
     log(f"{scenario}: {name}: starting")
     server: ServerProcess | None = None
-    if name == "securechat" and opts.port:
-        target = Target(
-            name,
-            SecurechatDialect(),
-            opts.host,
-            opts.port,
-            ssl.create_default_context(cafile=opts.cafile),
-            opts.server_pid,
-        )
+    transport = transport_of(name)
+    if transport is not None and opts.port:
+        target = Target(name, SecurechatDialect(), opts.host, opts.port,
+                        ssl.create_default_context(cafile=opts.cafile), opts.server_pid,
+                        transport=transport, web_context=web_context(opts.cafile))  # fmt: skip
     else:
         try:
-            if name == "securechat":
+            if transport is not None:
+                tag = tag if transport == "line" else f"{transport}-{tag}"
                 server = start_securechat(ws, opts.server_args, tag)
             else:
                 server = start_peer(name, peers[name], ws.dir / f"{name}-{tag}", ws.certs.server)
         except (StartError, OSError) as exc:
             return {"error": f"cannot start: {exc}"}
-        dialect: Dialect = SecurechatDialect() if name == "securechat" else IrcDialect()
+        dialect: Dialect = SecurechatDialect() if transport is not None else IrcDialect()
         target = Target(name, dialect, "127.0.0.1", server.port, ws.context, server.pid,
-                        server.connect_limit)  # fmt: skip
+                        server.connect_limit, transport or "line", ws.web_context)  # fmt: skip
     log(f"{scenario}: {name}: running")
     load = os.getloadavg()[0]  # other work on the machine skews every number: say how much
     try:

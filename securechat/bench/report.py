@@ -50,11 +50,19 @@ login_p50_ms login p50 ms (connect, TLS, login)
 login_p99_ms login p99 ms
 login_failed logins failed
 """
+FILES = """\
+file_mib file MiB (each way)
+upload_mb_s upload MB/s (HTTPS, until the 201)
+download_mb_s download MB/s
+download_intact download intact (size, SHA-256)
+rss_growth_mib server RSS growth MiB (peak, while moving)
+"""
 ROWS = {
     "fanout": CHAT,
     "rooms": CHAT,
     "idle": IDLE + LATENCY.format(*["small room "] * 3) + "\n" + COMMON,
     "logins": LOGINS + LATENCY.format(*["chat "] * 3) + "\n" + COMMON,
+    "files": FILES + LATENCY.format(*["chat "] * 3) + "\n" + COMMON,
 }
 
 
@@ -142,19 +150,22 @@ def _ratios(key: str, peer: dict[str, Any], base: dict[str, Any]) -> list[float]
 
 
 def table(heading: str, scenario: str, results: dict[str, dict[str, Any]]) -> str:
-    """A markdown table: one row per metric, a column per server, peer/securechat ratios.
+    """A markdown table: one row per metric, a column per server, ratios to the first.
 
+    The first column is securechat (over the first ``--transport``); each other column
+    (a peer, or securechat over another transport) gets a ratio column ``other/first``.
     With repeated rounds (see :func:`combine`) a cell is the median and, when the rounds
     differ, their range; a ratio is the median of the rounds' ratios and their range.
     """
     names = list(results)
-    base = results.get("securechat", {})
+    first = names[0] if names else ""
+    base = results.get(first, {})
     rounds = max((len(r.get("rounds", [r])) for r in results.values()), default=1)
     head = ["metric"]
     for name in names:
         head.append(name)
-        if name != "securechat" and base:
-            head.append(f"{name}/securechat")
+        if name != first and base:
+            head.append(f"{name}/{first}")
     lines = [f"### {heading}", ""]
     if rounds > 1:
         lines += [
@@ -172,7 +183,7 @@ def table(heading: str, scenario: str, results: dict[str, dict[str, Any]]) -> st
                 shown = _spread([x.get(key) for x in r.get("rounds", [])], shown,
                                 lambda v, key=key: fmt(key, v))  # fmt: skip
             cells.append(shown)
-            if name != "securechat" and base:
+            if name != first and base:
                 ratios = [] if key in NO_RATIO else _ratios(key, r, base)
                 median = f"{statistics.median(ratios):.2f}x" if ratios else ""
                 cells.append(_spread(ratios, median, lambda v: f"{v:.2f}x"))

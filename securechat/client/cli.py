@@ -225,7 +225,10 @@ async def terminal_loop(chat: Chat) -> None:
 
     def message() -> str:
         offline = "" if chat.online else "(offline) "
-        return f"{offline}#{chat.rooms.current}> " if chat.rooms.current else f"{offline}> "
+        line = f"{offline}#{chat.rooms.current}> " if chat.rooms.current else f"{offline}> "
+        # Files moving: a progress line each above the prompt (bytes, rate, time left).
+        moving = [console.format_progress(*transfer) for transfer in chat.transfers.snapshot()]
+        return "\n".join([*moving, line])
 
     def stop_if_failed() -> None:
         if chat.failure.done() and prompt.app.is_running:
@@ -257,6 +260,7 @@ async def run(args: argparse.Namespace, password: str) -> int:
         reconnect=args.reconnect,
         reconnect_for=reconnect_for,
         mark_read=interactive,
+        background_transfers=interactive,
     )
     chat = Chat(options, password)
     try:
@@ -268,6 +272,9 @@ async def run(args: argparse.Namespace, password: str) -> int:
             await (terminal_loop(chat) if interactive else pipe_loop(chat))
         # A user at a terminal who quits means it; a script wants its lines sent.
         await chat.finish(wait_offline=not interactive)
+        if chat.failed_transfers and not interactive:  # (each said why on its own line)
+            count = chat.failed_transfers
+            raise ClientError(f"{count} file transfer{'s' if count > 1 else ''} failed")
         if chat.unsent and not interactive:  # a script must know its lines were lost
             count = len(chat.unsent)
             raise ClientError(

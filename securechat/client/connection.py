@@ -43,13 +43,17 @@ from securechat.client.console import (
     Switch,
     Unsent,
 )
+from securechat.client.transfer import Server as TransferServer
+from securechat.client.transfer import TransferError, Transfers, download, upload
 from securechat.protocol import PROTOCOL_VERSION
 from securechat.protocol.frames import (
     AnyServerFrame,
     Deleted,
     DirectMessage,
+    DmHistoryReply,
     Edited,
     ErrorFrame,
+    FileInfo,
     HistoryReply,
     Joined,
     LoginOk,
@@ -74,6 +78,7 @@ CATCH_UP_PAGE = 200  # the protocol's largest history page
 # Marks of what was read wait this long, so that a burst of messages costs one mark_read.
 MARK_READ_DELAY = 0.5
 MAX_QUEUED = 100  # lines typed while offline; more are dropped, with a word to the user
+MAX_FILES_KNOWN = 1000  # files of the frames shown, remembered for /download's check
 # Requests that may simply be sent again when their answer was lost with the connection.
 REPEATABLE = frozenset({"rooms", "members", "history", "dm_history"})
 
@@ -291,8 +296,10 @@ class Connection:
             await task
         raise ConnectionClosed(self.close_reason)
 
-    async def login(self, user: str, password: str, dm_after: int | None = None) -> None:
-        """Log in; with ``dm_after``, the server sends every DM after that id first."""
+    async def login(self, user: str, password: str, dm_after: int | None = None) -> LoginOk:
+        """Log in; with ``dm_after``, the server sends every DM after that id first.
+
+        Returns the ``login_ok`` (its ``token`` is what file transfers present)."""
         try:
             welcome = await asyncio.wait_for(self.until_closed(self._welcome), LOGIN_TIMEOUT)
         except TimeoutError:
@@ -321,6 +328,7 @@ class Connection:
                 retry=code in ("rate_limited", "server_busy", "shutting_down", "internal"),
                 retry_after=retry_after,
             )
+        return answer
 
     async def settle(self, timeout: float) -> None:
         """Wait until every request sent so far has its answer."""
@@ -361,6 +369,7 @@ class Options:
     reconnect: bool = True
     reconnect_for: float = math.inf  # seconds of trying before giving up
     mark_read: bool = False  # tell the server what was shown in the current room (a terminal)
+    background_transfers: bool = False  # a terminal: files move while the chat goes on
 
 
 class Chat:
@@ -394,6 +403,11 @@ class Chat:
         self.marks = ReadMarks()
         self._marking: asyncio.TimerHandle | None = None
         self._mark_tasks: set[asyncio.Task[object]] = set()
+        self.token: str | None = None  # the login token of the last login_ok (file transfers)
+        self.transfers = Transfers(time.monotonic)  # under way, for the progress line
+        self.failed_transfers = 0
+        self._transfer_tasks: set[asyncio.Task[None]] = set()
+        self._files: dict[str, FileInfo] = {}  # files of the frames shown, by id (newest)
 
     # -- output
 
@@ -433,7 +447,8 @@ class Chat:
             self._read(frame.room, frame.id)
         elif isinstance(frame, DirectMessage) and not self.state.fresh_dm(frame.id):
             return
-        elif isinstance(frame, Joined):
+        self._note_files(frame)
+        if isinstance(frame, Joined):
             self.state.joined(frame.room, frame.last_id)
             self.marks.told(frame.room, frame.read_id)
             if frame.history:
@@ -445,6 +460,98 @@ class Chat:
         elif frame is not None:
             for line in console.format_frame(frame):
                 self.show(line)
+
+    def _note_files(self, frame: AnyServerFrame | None) -> None:
+        """Remember the files shown, so that ``/download`` checks their hash too."""
+        records: list[Any] = []
+        if isinstance(frame, Message | DirectMessage):
+            records = [frame]
+        elif isinstance(frame, Joined):
+            records = list(frame.history)
+        elif isinstance(frame, HistoryReply | DmHistoryReply):
+            records = list(frame.messages)
+        for record in records:
+            if record.file is not None:
+                self._files[record.file.id] = record.file
+        while len(self._files) > MAX_FILES_KNOWN:
+            del self._files[next(iter(self._files))]
+
+    # -- file transfers
+
+    async def transfer(self, action: console.Upload | console.Download) -> None:
+        """Run ``/upload`` or ``/download``: in the background on a terminal (the chat
+        goes on, the prompt shows the progress), else to its end before the next line."""
+        if self.options.background_transfers:
+            task = asyncio.create_task(self._transfer(action))
+            self._transfer_tasks.add(task)
+            task.add_done_callback(self._transfer_tasks.discard)
+        else:
+            await self._transfer(action)
+
+    async def _transfer(self, action: console.Upload | console.Download) -> None:
+        options = self.options
+        if self.token is None:
+            self._transfer_failed("the server gave no login token: files cannot be shared")
+            return
+        server = TransferServer(options.host, options.port, options.cafile, self.token)
+        if isinstance(action, console.Upload):
+            label = f"up {os.path.basename(action.path)}"
+        else:
+            label = f"down {action.file_id}"
+        key = self.transfers.start(console.escape(label, newlines=False))
+        loop = asyncio.get_running_loop()
+        redraw = _Throttle(loop, self.on_change, 0.25)
+
+        def progress(done: int, total: int | None) -> None:  # (in the transfer's thread)
+            self.transfers.update(key, done, total)
+            redraw()
+
+        stop = self.transfers.stop
+        try:
+            if isinstance(action, console.Upload):
+                frame = await asyncio.to_thread(
+                    upload, server, action.path, room=action.room, to=action.to,
+                    text=action.text, progress=progress, stop=stop,
+                )  # fmt: skip
+                file = frame["file"]
+                where = f"#{action.room}" if action.room else f"a direct message to {action.to}"
+                name = console.escape(file["name"], newlines=False)
+                self.tell(Notice(f"* shared {name} ({console.format_size(file['size'])}) "
+                                 f"in {where}"))  # fmt: skip
+            else:
+                known = self._files.get(action.file_id)
+
+                def target(name: str) -> str:
+                    try:
+                        return console.download_target(action.path, name, is_dir=os.path.isdir,
+                                                       exists=os.path.exists)  # fmt: skip
+                    except ValueError as exc:
+                        raise TransferError(str(exc)) from None
+
+                path, size, _ = await asyncio.to_thread(
+                    download, server, action.file_id, target,
+                    sha256=known.sha256 if known else None, progress=progress, stop=stop,
+                )  # fmt: skip
+                shown = console.escape(path, newlines=False)
+                self.tell(Notice(f"* saved {shown} ({console.format_size(size)}, SHA-256 "
+                                 "checked)"))  # fmt: skip
+        except TransferError as exc:
+            what = "upload of" if isinstance(action, console.Upload) else "download of"
+            subject = action.path if isinstance(action, console.Upload) else action.file_id
+            self._transfer_failed(f"{what} {subject} failed: {exc}")
+        finally:
+            self.transfers.end(key)
+            self.on_change()
+
+    def _transfer_failed(self, why: str) -> None:
+        self.failed_transfers += 1
+        self.tell(Notice(f"! {console.escape(why, newlines=False)}", error=True))
+
+    async def end_transfers(self) -> None:
+        """Stop the transfers under way (the client is quitting) and wait for them."""
+        self.transfers.stop.set()
+        if self._transfer_tasks:
+            await asyncio.wait(set(self._transfer_tasks), timeout=5)
 
     # -- read markers
 
@@ -488,10 +595,12 @@ class Chat:
         self.conn = conn
         try:
             # Once a DM was shown, every login resumes after it (see ResumeState.last_dm).
-            await conn.login(options.user, self._password, self.state.last_dm or None)
+            ok = await conn.login(options.user, self._password, self.state.last_dm or None)
         except BaseException:
             await conn.close()
             raise
+        if ok.token is not None:
+            self.token = ok.token
         return conn
 
     async def start(self) -> None:
@@ -697,6 +806,8 @@ class Chat:
                 self._schedule_marks()
         elif isinstance(action, Notice):
             self.tell(action)
+        elif isinstance(action, console.Upload | console.Download):
+            await self.transfer(action)
         elif isinstance(action, Request):
             await self.submit(action.frame)
         elif isinstance(action, Retry):
@@ -760,6 +871,7 @@ class Chat:
 
     async def close(self) -> None:
         self.quitting = True
+        await self.end_transfers()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -768,6 +880,23 @@ class Chat:
             await self.conn.close()
         if self.failure.done() and not self.failure.cancelled():
             self.failure.exception()  # retrieved: no "never retrieved" warning
+
+
+class _Throttle:
+    """Call ``callback`` in ``loop`` at most once per ``interval`` seconds, from any thread
+    (a transfer's progress redraws the prompt a few times a second, not per chunk)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None], interval: float
+    ) -> None:
+        self._loop, self._callback, self._interval = loop, callback, interval
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._loop.call_soon_threadsafe(self._callback)
 
 
 async def _answer(conn: Connection, reply: "asyncio.Future[AnyServerFrame]") -> AnyServerFrame:

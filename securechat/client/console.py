@@ -19,6 +19,7 @@ import copy
 import json
 import random
 import re
+import shlex
 import time
 import unicodedata
 from collections import Counter, deque
@@ -37,6 +38,7 @@ __all__ = [
     "HELP",
     "Action",
     "Backoff",
+    "Download",
     "Notice",
     "Quit",
     "Request",
@@ -45,13 +47,18 @@ __all__ = [
     "RoomTracker",
     "Switch",
     "Unsent",
+    "Upload",
     "decode_server_frame",
     "describe_write",
+    "download_target",
     "escape",
     "format_frame",
+    "format_progress",
     "format_record",
     "format_rejoined",
+    "format_size",
     "json_line",
+    "local_name",
     "not_stored",
     "parse_command",
     "split_argv",
@@ -96,7 +103,25 @@ class Notice:
     error: bool = False
 
 
-Action = Request | Switch | Quit | Retry | Notice | None
+@dataclass(frozen=True)
+class Upload:
+    """Share the file at ``path`` in ``room`` or with ``to`` (over HTTPS, not a frame)."""
+
+    path: str
+    room: str | None
+    to: str | None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Download:
+    """Fetch the shared file ``file_id`` to ``path`` (None: its own name, here)."""
+
+    file_id: str
+    path: str | None = None
+
+
+Action = Request | Switch | Quit | Retry | Notice | Upload | Download | None
 
 
 def _error(text: str) -> Notice:
@@ -168,6 +193,8 @@ _COMMANDS = {
         2,
         f"show the last N direct messages with USER ({DEFAULT_HISTORY})",
     ),
+    "upload": ("PATH [TEXT]", 1, 1, "share a file in the current room (@USER PATH: with USER)"),
+    "download": ("ID [PATH]", 1, 2, "fetch a shared file, its hash checked"),
     "retry": ("", 0, 0, "send again what the server could not store"),
     "quit": ("", 0, 0, "log out and exit (Ctrl-D too)"),
     "help": ("", 0, 0, "this text"),
@@ -206,6 +233,8 @@ def parse_command(line: str, current_room: str | None, joined: Collection[str] =
         if len(parts) < 2 or not parts[1].strip():
             return _error(f"usage: {usage}")
         return _with_text(command, parts[0], parts[1], current_room)
+    if command in ("upload", "download"):
+        return _transfer(command, rest, usage, current_room)
     words = rest.split()
     if not low <= len(words) <= high:
         return _error(f"usage: {usage}")
@@ -270,6 +299,56 @@ def _simple(
     if command == "leave":
         return _build(frames.Leave, type="leave", room=room)
     return _build(frames.Members, type="members", room=room)
+
+
+_FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    """The first shell-style word of ``text`` (quotes and backslashes as in a shell, so a
+    path may hold spaces) and the rest as typed; ValueError for an unclosed quote."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    word = lexer.get_token()
+    if word is None:
+        return "", ""
+    return word, lexer.instream.read().strip()
+
+
+def _transfer(command: str, rest: str, usage: str, current_room: str | None) -> Action:
+    """``/upload [@USER] PATH [TEXT]`` and ``/download ID [PATH]``."""
+    try:
+        first, rest = _first_word(rest)
+        second, rest = _first_word(rest) if command == "download" else ("", rest)
+    except ValueError as exc:
+        return _error(f"{usage}: {exc}")
+    if not first or (command == "download" and rest):
+        return _error(f"usage: {usage}")
+    if command == "download":
+        if not _FILE_ID.fullmatch(first):
+            return _error(f"not a file id: {first!r}")
+        return Download(first, second or None)
+    to = None
+    if first.startswith("@"):
+        user = _name(first[1:], "user")
+        if isinstance(user, Notice):
+            return user
+        to = user
+        try:
+            first, rest = _first_word(rest)
+        except ValueError as exc:
+            return _error(f"{usage}: {exc}")
+        if not first:
+            return _error(f"usage: {usage}")
+    elif current_room is None:
+        return _error("no current room: /join one first (or /upload @USER PATH)")
+    if rest.strip():  # a caption: the rules of any text
+        checked = _build(frames.Send, type="send", room=current_room or "x", text=rest)
+        if isinstance(checked, Notice):
+            return checked
+        rest = checked.frame["text"]
+    return Upload(first, None if to else current_room, to, rest.strip())
 
 
 def _limit(word: str | None) -> int | Notice:
@@ -507,8 +586,19 @@ def _message_line(
     mark = " (edited)" if edited else ""
     return (
         f"{clock(message.ts, tz)} #{_n(message.room)} [{message.id}] "
-        f"{_n(message.user)}{mark}: {escape(message.text)}"
+        f"{_n(message.user)}{mark}: {_with_file(message)}"
     )
+
+
+def _with_file(
+    frame: frames.Message | frames.Edited | frames.MessageRecord | frames.DirectMessage,
+) -> str:
+    """The text of a frame, after ``[file] name (size, id)`` when it carries a file."""
+    file = getattr(frame, "file", None)
+    if file is None:
+        return escape(frame.text)
+    shown = f"[file] {_n(file.name)} ({format_size(file.size)}, {_n(file.id)})"
+    return f"{shown} {escape(frame.text)}" if frame.text else shown
 
 
 def _records(records: list[frames.MessageRecord], tz: tzinfo | None) -> list[str]:
@@ -538,7 +628,7 @@ def format_frame(frame: AnyServerFrame, tz: tzinfo | None = None) -> list[str]:
         case frames.DirectMessage():
             return [
                 f"{clock(frame.ts, tz)} [dm {frame.id}] {_n(frame.from_)} -> {_n(frame.to)}: "
-                f"{escape(frame.text)}"
+                f"{_with_file(frame)}"
             ]
         case frames.Presence():
             verb = "joined" if frame.event == "join" else "left"
@@ -582,6 +672,79 @@ def format_rejoined(frame: frames.Joined) -> str:
     """The line for a room joined again after a reconnect (its history is not repeated)."""
     count = _plural(len(frame.members), "member")
     return f"* rejoined #{_n(frame.room)} ({count}: {', '.join(map(_n, frame.members))})"
+
+
+# ---------------------------------------------------------------- files
+
+
+def format_size(count: int) -> str:
+    """``512 bytes``, ``47.1 KiB``, ``25.0 MiB``, ``1.00 GiB``: sizes as people read them."""
+    if count < 1024:
+        return f"{count} byte" + ("" if count == 1 else "s")
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            value = count / scale
+            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_progress(
+    label: str, done: int, total: int | None, elapsed: float, width: int = 20
+) -> str:
+    """One line of a transfer's progress: a bar, bytes, rate and time left.
+
+    ``notes.pdf [#########...........] 45% 12.3/27.0 MiB 8.1 MiB/s 2 s left``
+    """
+    rate = done / elapsed if elapsed > 0 else 0.0
+    speed = f"{format_size(int(rate))}/s"
+    if not total:
+        return f"{label} {format_size(done)} {speed}"
+    share = min(1.0, done / total)
+    filled = int(share * width)
+    bar = "#" * filled + "." * (width - filled)
+    if rate > 0 and done < total:
+        left = (total - done) / rate
+        eta = f"{left:.0f} s left" if left < 120 else f"{left / 60:.0f} min left"
+    else:
+        eta = "done" if done >= total else "..."
+    return f"{label} [{bar}] {share:4.0%} {format_size(done)} of {format_size(total)} {speed} {eta}"
+
+
+_LOCAL_UNSAFE = re.compile(r'[/\\\x00-\x1f\x7f-\x9f:*?"<>|]')
+
+
+def local_name(name: str) -> str:
+    """A name the server gave a file, safe to save as here: no path, no hidden file.
+
+    The server sanitises names already; a client trusts no server with its disk.
+    """
+    name = "".join(ch for ch in name if ch not in _INVISIBLE and unicodedata.category(ch) != "Cf")
+    name = _LOCAL_UNSAFE.sub("_", name).strip().lstrip(".").strip()
+    return name[:200] or "download"
+
+
+def download_target(
+    given: str | None, name: str, *, is_dir: Callable[[str], bool], exists: Callable[[str], bool]
+) -> str:
+    """Where ``/download`` saves a file: ``given`` (a file, or a folder to save ``name`` in),
+    else ``name`` here; a name of our choosing never replaces a file (``a (1).pdf``).
+
+    Raises :exc:`ValueError` when ``given`` names a file that exists.
+    """
+    if given is not None and not is_dir(given):
+        if exists(given):
+            raise ValueError(f"{given} exists; give another path")
+        return given
+    folder = given or "."
+    safe = local_name(name)
+    stem, dot, extension = safe.rpartition(".")
+    if not stem:
+        stem, dot, extension = safe, "", ""
+    candidate, number = safe, 1
+    while exists(f"{folder}/{candidate}") or exists(f"{folder}/{candidate}.part"):
+        candidate = f"{stem} ({number}){dot}{extension}"
+        number += 1
+    return candidate if folder == "." else f"{folder.rstrip('/')}/{candidate}"
 
 
 # ---------------------------------------------------------------- read markers

@@ -327,6 +327,27 @@ class ServerFrame(BaseModel):
         return self.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
+class FileInfo(BaseModel):
+    """Extension: a file shared with a message; its bytes come from `GET /api/files/{id}`
+    over HTTPS with the login token (see "Files" under "Extensions")."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="what `GET /api/files/{id}` takes")
+    name: str = Field(description="the file's name, sanitised: metadata only, never a path")
+    size: int = Field(description="in bytes")
+    sha256: str = Field(description="of the bytes, 64 lowercase hex digits")
+    mime: str = Field(
+        description="`image/png`, `image/jpeg`, `image/gif` or `image/webp` when the bytes "
+        "are one, else `application/octet-stream`"
+    )
+
+
+FileField = Field(
+    default=None,
+    description="extension: a file shared with the message (`text` may then be empty)",
+)
+
+
 class MessageRecord(BaseModel):
     """A stored room message as it appears in ``joined`` and ``history``."""
 
@@ -337,6 +358,7 @@ class MessageRecord(BaseModel):
     text: str
     ts: str
     edited_ts: str | None = None
+    file: FileInfo | None = FileField
 
 
 class Welcome(ServerFrame):
@@ -392,6 +414,7 @@ class Message(ServerFrame):
     user: str
     text: str
     ts: str
+    file: FileInfo | None = FileField
     ref: str | None = None
 
 
@@ -440,6 +463,7 @@ class DirectMessage(ServerFrame):
     to: str
     text: str
     ts: str
+    file: FileInfo | None = FileField
     ref: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)

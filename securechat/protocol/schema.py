@@ -89,13 +89,16 @@ def _table(title: str, schema: dict[str, Any]) -> list[str]:
 def _records(schema: dict[str, Any]) -> list[str]:
     defs = schema.get("$defs", {})
     lines = ["## Objects inside frames", ""]
-    for name in ("MessageRecord", "RoomInfo"):
+    for name in ("MessageRecord", "FileInfo", "RoomInfo"):
         model = defs[name]
         required = set(model.get("required", []))
-        lines += [f"### {name}", "", "| field | type | required |", "| --- | --- | --- |"]
+        lines += [f"### {name}", ""]
+        if description := model.get("description"):
+            lines += [" ".join(description.split()), ""]
+        lines += ["| field | type | required | rules |", "| --- | --- | --- | --- |"]
         for field, prop in model["properties"].items():
             needed = "yes" if field in required else "no"
-            lines.append(f"| `{field}` | {_type_of(prop, defs)} | {needed} |")
+            lines.append(f"| `{field}` | {_type_of(prop, defs)} | {needed} | {_rules(prop)} |")
         lines.append("")
     return lines
 

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import logging
 import queue
+import re
 import signal
 import ssl
 import sys
@@ -23,13 +24,16 @@ from securechat.protocol import DEFAULT_PORT
 from securechat.protocol.framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT
 from securechat.server import check, logformat, systemd
 from securechat.server.connection import ALPN_HTTP, Connection, Limits
+from securechat.server.files import FileLimits, FileStore
 from securechat.server.hub import Hub
+from securechat.server.metrics import ServerMetrics
 from securechat.server.passwd import PasswordFile, permission_warning
 from securechat.server.store import GroupCommitter, SqliteStore
 from securechat.server.tokens import DEFAULT_DAYS as DEFAULT_TOKEN_DAYS
 from securechat.server.tokens import LoginTokens
 from securechat.server.transport import Server
 from securechat.server.web import WebSite, normalize_origin
+from securechat.server.web.monitoring import DEFAULT_METRICS_ALLOW, parse_networks
 
 log = logging.getLogger("securechat.server")
 
@@ -153,11 +157,13 @@ def durable_hub(
     fsync: bool = False,
     frame_limit: int = DEFAULT_FRAME_LIMIT,
     token_days: float = DEFAULT_TOKEN_DAYS,
+    files: FileLimits | None = None,
 ) -> Iterator[Hub]:
     """A hub whose history lives in ``data_dir`` (created 0700), committed in groups.
 
     Its login tokens (:attr:`Hub.tokens`) live in the same database and last
-    ``token_days``.
+    ``token_days``. With ``files`` (the web edge's file sharing), shared files live in
+    ``data_dir/files`` (:attr:`Hub.files`, swept of what no message carries at start).
 
     On exit, everything submitted is committed and delivered before the store closes.
     Raises :exc:`StoreError` (one line saying why) when the directory or the database
@@ -175,11 +181,15 @@ def durable_hub(
     except StoreError:
         store.close()
         raise
-    committer = GroupCommitter(store)
+    metrics = ServerMetrics()  # (the server's: commits are counted from the start)
+    committer = GroupCommitter(store, metrics=metrics)
     try:
-        hub = Hub(user_exists=passwords.exists, admins=admins,
-                  store=store, committer=committer, max_frame_bytes=frame_limit)  # fmt: skip
+        hub = Hub(user_exists=passwords.exists, admins=admins, store=store,
+                  committer=committer, max_frame_bytes=frame_limit, metrics=metrics)  # fmt: skip
         hub.tokens = LoginTokens(store, committer, passwords.fingerprint, days=token_days)
+        if files is not None:
+            hub.files = FileStore(data_dir, store, files)
+            hub.files.sweep()
         yield hub
     finally:
         committer.close()
@@ -209,9 +219,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-web", action="store_true", help="no HTTP and WebSocket for "
                         "browsers: ALPN offers nothing, every client speaks the line "
                         "protocol")  # fmt: skip
+    parser.add_argument("--irc-port", type=int, metavar="PORT",
+                        help="also speak IRC (TLS, same certificate) on this port, for "
+                        "irssi, WeeChat and bots; 6697 is usual (default: off)")  # fmt: skip
     parser.add_argument("--web-origin", action="append", default=[], metavar="URL",
                         help="another origin (https://host[:port]) whose pages may open "
                         "the WebSocket; the server's own always may (repeatable)")  # fmt: skip
+    parser.add_argument("--metrics-allow", action="append", metavar="ADDRESSES",
+                        help="addresses or networks (comma-separated, repeatable; 'none': "
+                        "no address) that may read /metrics without an admin's token "
+                        "(default: 127.0.0.1,::1)")  # fmt: skip
     limits = parser.add_argument_group("limits (defaults from the protocol)")
     defaults = Limits()
     limits.add_argument("--frame-rate", type=float, default=defaults.frame_rate,
@@ -226,6 +243,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         metavar="MS", help="write to the members of a busy room at most "
                         "once per MS milliseconds per I/O thread (0: at once; default "
                         "%(default)g)")  # fmt: skip
+    shared = parser.add_argument_group("shared files (over HTTPS; not with --no-web)")
+    file_defaults = FileLimits()
+    shared.add_argument("--max-file-size", type=_byte_count, metavar="SIZE",
+                        default=file_defaults.max_file_size,
+                        help="largest file to share (default 25M; K, M, G: powers of "
+                        "1024)")  # fmt: skip
+    shared.add_argument("--file-quota", type=_byte_count, metavar="SIZE",
+                        default=file_defaults.quota,
+                        help="what each user's shared files may take (default "
+                        "1G)")  # fmt: skip
+    shared.add_argument("--min-free-disk", type=_byte_count, metavar="SIZE",
+                        default=file_defaults.min_free,
+                        help="refuse uploads (507) while the data directory's disk has less "
+                        "free (default 256M); chat goes on")  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -237,6 +268,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
+    if args.irc_port is not None and not 0 <= args.irc_port <= 65535:
+        parser.error("--irc-port must be between 0 and 65535")
     if args.frame_limit < MIN_FRAME_LIMIT:
         parser.error(f"--frame-limit must be at least {MIN_FRAME_LIMIT}")
     if not 0 < args.token_days <= 3650:
@@ -247,12 +280,30 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--flush-interval must be between 0 and 1000 (milliseconds)")
     if args.max_connections < 1 or args.max_per_address < 1 or args.io_threads < 1:
         parser.error("--max-connections, --max-per-address and --io-threads must be at least 1")
+    if args.max_file_size < 1:
+        parser.error("--max-file-size must be at least 1 byte")
     for origin in args.web_origin:
         try:
             normalize_origin(origin)
         except ValueError as exc:
             parser.error(f"--web-origin: {exc}")
+    if args.metrics_allow is None:
+        args.metrics_allow = list(DEFAULT_METRICS_ALLOW)
+    try:
+        parse_networks(args.metrics_allow)
+    except ValueError as exc:
+        parser.error(f"--metrics-allow: {exc}")
     return args
+
+
+def _byte_count(text: str) -> int:
+    """``25M``, ``1G``, ``512K``, ``1048576`` (also ``25MiB``, ``25MB``): bytes, in powers
+    of 1024."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 25M, 1G, 500K)")
+    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    return int(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda signum, _frame: signals.put(signum))
     admins = [name.strip() for name in args.admins.split(",") if name.strip()]
-    web = None if args.no_web else WebSite(origins=args.web_origin)
+    web = None if args.no_web else WebSite(origins=args.web_origin,
+                                           metrics_allow=args.metrics_allow)  # fmt: skip
     if web is not None and b"/" not in web.files.files:
         log.warning("the web client's files are missing (no index.html): browsers get 404")
     limits = Limits(
@@ -299,10 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         io_threads=args.io_threads, flush_interval=args.flush_interval / 1000,
     )  # fmt: skip
     try:
+        files = None if args.no_web else FileLimits(
+            max_file_size=args.max_file_size, quota=args.file_quota, min_free=args.min_free_disk
+        )  # fmt: skip
         with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync,
-                         frame_limit=args.frame_limit,
-                         token_days=args.token_days) as hub:  # fmt: skip
-            server = Server(context, hub, passwords.verify, args.host, args.port, limits, web)
+                         frame_limit=args.frame_limit, token_days=args.token_days,
+                         files=files) as hub:  # fmt: skip
+            server = Server(context, hub, passwords.verify, args.host, args.port, limits, web,
+                            irc_port=args.irc_port)  # fmt: skip
             try:
                 server.start()
             except OSError as exc:

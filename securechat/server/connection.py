@@ -88,6 +88,24 @@ class Edge(Protocol):
         """:meth:`wire` depends on its frames alone now (nothing of the edge's own waits):
         members in this state may share one encoding of a room's frames."""
 
+    @property
+    def shared_wire(self) -> bool:
+        """Members at one position of a feed may be sent one edge's :meth:`wire` of it (the
+        WebSocket's); else each member's own edge is handed the shared block (the IRC
+        edge's state follows the frames it is given; it renders from a cache of its own)."""
+
+    @property
+    def resume_at(self) -> float:
+        """While :attr:`backlogged`, when to offer the held input again: ``0`` once the
+        output before it is sent, a :func:`time.monotonic` time (the IRC edge's fake lag:
+        a line over the allowance waits for its token), or ``math.inf``: not before more
+        frames came to :meth:`wire` (they wake the connection)."""
+
+    @property
+    def kind(self) -> str:
+        """What the client speaks, for the metrics' connections by kind: ``http``,
+        ``websocket`` (the web edge, before and after the upgrade), ``irc``."""
+
     def receive(self, data: bytes) -> list[Line]:
         """Feed bytes read (``b""``: go on with what is held); the frame lines completed.
 
@@ -99,6 +117,19 @@ class Edge(Protocol):
 
     def close(self) -> bytes:
         """What to send last, once, before closing (e.g. a WebSocket close frame)."""
+
+
+class EdgeOpener(Protocol):
+    """Makes the edge of a connection that has one from its handshake on (the IRC gateway).
+
+    ``bucket`` is the connection's frame allowance: such an edge paces its input with it
+    (delays lines, as IRC clients expect) and the session refuses nothing for the rate.
+    ``mailbox`` is the connection's, for what the edge's gateway sends it from elsewhere.
+    """
+
+    def __call__(
+        self, *, busy: bool, cert_user: str | None, bucket: TokenBucket, mailbox: Mailbox
+    ) -> Edge: ...
 
 
 @dataclass
@@ -138,8 +169,14 @@ class Connection(Mailbox):
     """
 
     def __init__(
-        self, server: "Server", loop: "IOThread", sock: socket.socket, address: tuple[str, int]
+        self,
+        server: "Server",
+        loop: "IOThread",
+        sock: socket.socket,
+        address: tuple[str, int],
+        opener: EdgeOpener | None = None,
     ) -> None:
+        """``opener``: the edge to speak through from the handshake on (an IRC listener's)."""
         limits = server.limits
         super().__init__(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes,
                          listener=loop)  # fmt: skip
@@ -153,11 +190,13 @@ class Connection(Mailbox):
         self._marked = False
         self._close_reason: bytes | None = None
         self.busy = False  # over a connection limit: say server_busy and close
+        self.opener = opener
+        self.bucket = TokenBucket(self.limits.frame_rate, self.limits.frame_burst)
         self.session = Session(
             server.hub, self, server.check_password,
             address=self.peer,
             throttle=server.throttle, wake=self.wake,
-            bucket=TokenBucket(self.limits.frame_rate, self.limits.frame_burst),
+            bucket=self.bucket if opener is None else None,  # (an opened edge paces)
         )  # fmt: skip
         # Owned by the I/O thread.
         self.state = "handshake"
@@ -177,6 +216,17 @@ class Connection(Mailbox):
 
     def __repr__(self) -> str:
         return f"<Connection {self.address[0]}:{self.address[1]} {self.session.user or '-'}>"
+
+    @property
+    def kind(self) -> str:
+        """What it speaks (``line``, or its edge's kind), ``handshake`` before TLS is done.
+
+        Read by the metrics from another thread: two attribute reads, no lock.
+        """
+        edge = self.edge
+        if edge is not None:
+            return edge.kind
+        return "handshake" if self.state == "handshake" else "line"
 
     # -- called from any thread
 
@@ -257,9 +307,17 @@ class Connection(Mailbox):
             self.want_write = False
             self.state = "serving"
             web = self.server.web
-            if web is not None and self.tls.selected_alpn_protocol() == ALPN_HTTP:
+            if self.opener is not None:
+                self.edge = self.opener(busy=self.busy, cert_user=_certificate_user(self.tls),
+                                        bucket=self.bucket, mailbox=self)  # fmt: skip
+                self._begin()
+            elif web is not None and self.tls.selected_alpn_protocol() == ALPN_HTTP:
                 # Until a WebSocket opens, the login deadline is the keep-alive limit.
-                self.edge = web.open(frame_limit=self.limits.frame_bytes, busy=self.busy)
+                # (The file API does what may block in the workers, then wakes us.)
+                self.edge = web.open(frame_limit=self.limits.frame_bytes, busy=self.busy,
+                                     hub=self.server.hub, submit=self.server.workers.submit,
+                                     wake=self.wake, address=self.address[0],
+                                     monitor=self.server.monitor)  # fmt: skip
                 self.deadline = time.monotonic() + self.limits.login_timeout
             else:
                 self._begin()
@@ -284,6 +342,7 @@ class Connection(Mailbox):
         with self.lock:
             reason, overflow = self._close_reason, self.overflow
         if overflow:
+            self.server.hub.metrics.slow_consumers.inc()
             self._send_best_effort(SLOW_CONSUMER)
             raise _Closed
         if reason is not None and not session.closing:
@@ -305,8 +364,12 @@ class Connection(Mailbox):
         if edge is not None and edge.finished and not self.held and not self.in_worker:
             session.closing = True  # (the peer closed, or HTTP ends after the answers)
         self._flush()
-        if edge is not None and edge.backlogged and not self.pending and not self.want_write:
-            self.wake()  # the next requests, once the others of this thread had a turn
+        if edge is not None:
+            if edge.finished and not self.held and not self.in_worker:
+                session.closing = True  # (what was sent said the last word)
+            elif (edge.backlogged and not self.pending and not self.want_write
+                    and edge.resume_at <= time.monotonic()):  # fmt: skip
+                self.wake()  # the next requests, once the others of this thread had a turn
         if session.closing and not self.in_worker:
             self.state = "closing"
             self.deadline = time.monotonic() + self.limits.flush_timeout
@@ -370,7 +433,9 @@ class Connection(Mailbox):
             return
         if not block[0]:
             return
-        if edge is not None:
+        if edge is not None and not edge.shared_wire:
+            block = (edge.wire(block[0]), block[1])
+        elif edge is not None:
             assert cursor is not None  # (the block starts there)
             encoded = blocks.get(~cursor)
             if encoded is None:
@@ -414,6 +479,7 @@ class Connection(Mailbox):
                 if self.held:
                     break  # handle what came before the end first
                 raise _Closed
+            self.loop.bytes_received += len(data)  # (this thread's own count: no lock)
             try:
                 if self.edge is None:
                     self.held.extend(self.reader.feed(data))
@@ -481,6 +547,7 @@ class Connection(Mailbox):
             if corked:  # (whatever happened: nothing may wait for the cork's timer)
                 self.tls.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 0)
         self.pending = self.pending[sent:]
+        self.loop.bytes_sent += sent  # (this thread's own count: no lock)
         return True
 
     def _check_timers(self) -> None:
@@ -512,6 +579,9 @@ class Connection(Mailbox):
             when = self.last_heard + (limits.idle_drop if self.pinged else limits.idle_ping)
         if self.partial_since is not None:
             when = min(when, self.partial_since + limits.partial_timeout)
+        edge = self.edge
+        if self.state == "serving" and edge is not None and edge.backlogged:
+            when = min(when, edge.resume_at)  # (the fake lag's next token)
         return when
 
     def _close_gently(self) -> None:
@@ -571,6 +641,11 @@ class Connection(Mailbox):
         self.loop.forget(self)
         (self.tls or self.raw).close()
         self.state = "done"
+        # An edge holding more than bytes (the web edge's file transfers: a temporary
+        # file, an open file, a worker's result to come) has ``release``: let go of it.
+        release = getattr(self.edge, "release", None)
+        if release is not None:
+            release()
         self.server.forget(self)
 
 

@@ -48,10 +48,12 @@ from securechat.protocol.frames import (
     DirectMessage,
     DmHistoryReply,
     Edited,
+    FileInfo,
     HistoryReply,
     Joined,
     Left,
     MembersReply,
+    Message,
     MessageRecord,
     Presence,
     ReadMarker,
@@ -63,7 +65,9 @@ from securechat.protocol.frames import (
     timestamp,
 )
 from securechat.protocol.framing import DEFAULT_FRAME_LIMIT
+from securechat.server.files import FileStore
 from securechat.server.mailbox import Feed, Mailbox
+from securechat.server.metrics import ServerMetrics
 from securechat.server.store import (
     AddDm,
     AddMessages,
@@ -75,6 +79,7 @@ from securechat.server.store import (
     SetReadMarker,
     SqliteStore,
     Store,
+    StoredFile,
     StoredMessage,
     Write,
 )
@@ -107,11 +112,27 @@ class Committer(Protocol):
         """``then`` after ``write`` is committed, or ``failed`` (with why) if it was not."""
 
 
+def file_info(file: StoredFile | None) -> FileInfo | None:
+    """A stored file as frames carry it."""
+    if file is None:
+        return None
+    return FileInfo(id=file.id, name=file.name, size=file.size, sha256=file.sha256,
+                    mime=file.mime)  # fmt: skip
+
+
 def record(room: str, message: StoredMessage) -> MessageRecord:
     return MessageRecord(
         room=room, id=message.id, user=message.user, text=message.text, ts=message.ts,
-        edited_ts=message.edited_ts,
+        edited_ts=message.edited_ts, file=file_info(message.file),
     )  # fmt: skip
+
+
+def message_frame(room: str, message: StoredMessage) -> bytes:
+    """A new message as every member gets it (encoded by hand when it has no file)."""
+    if message.file is None:
+        return message_bytes(room, message.id, message.user, message.text, message.ts)
+    return Message(room=room, id=message.id, user=message.user, text=message.text,
+                   ts=message.ts, file=file_info(message.file)).encode()  # fmt: skip
 
 
 def encoded(frame: ServerFrame, ref: str | None) -> tuple[bytes, bytes]:
@@ -138,8 +159,9 @@ def not_stored(error: Exception) -> ProtocolError:
 
 def dm_frame(dm: DmRecord, ref: str | None = None) -> DirectMessage:
     return DirectMessage(
-        id=dm.id, from_=dm.sender, to=dm.recipient, text=dm.text, ts=dm.ts, ref=ref
-    )
+        id=dm.id, from_=dm.sender, to=dm.recipient, text=dm.text, ts=dm.ts,
+        file=file_info(dm.file), ref=ref,
+    )  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -220,7 +242,10 @@ class Hub:
         committer: Committer | None = None,
         clock: Callable[[], str] = timestamp,
         max_frame_bytes: int = DEFAULT_FRAME_LIMIT,
+        metrics: ServerMetrics | None = None,
     ) -> None:
+        """``metrics``: where the server's parts count (``GET /metrics``); a hub of its
+        own otherwise, so that tests and tools need not make one."""
         self.user_exists = user_exists
         self.max_frame_bytes = max_frame_bytes
         self.admins = frozenset(admins)
@@ -237,6 +262,8 @@ class Hub:
         self._dm_delivered = self._dm_counter  # the newest DM whose delivery has run
         self._read_markers: dict[tuple[str, str], int] = {}  # (user, #room or @user): id
         self.tokens: LoginTokens | None = None  # login tokens, where the store keeps them
+        self.files: FileStore | None = None  # shared files' bytes, where there is a web edge
+        self.metrics = metrics if metrics is not None else ServerMetrics()
 
     # -- connections
 
@@ -342,9 +369,17 @@ class Hub:
                     return
         callback()
 
+    def room_count(self) -> int:
+        """Rooms known now: with history, or with members (for metrics)."""
+        return len(self._rooms)
+
     def online_users(self) -> list[str]:
         with self._lock:
             return sorted(self._users)
+
+    def is_online(self, user: str) -> bool:
+        """A connection of ``user`` is logged in (one lookup, no lock: an IRC QUIT or PART)."""
+        return user in self._users
 
     # -- rooms
 
@@ -371,6 +406,11 @@ class Hub:
         if room is None:
             raise ProtocolError("not_member", f"you are not in room {name!r}; join it first")
         return room
+
+    def in_room(self, user: str, name: str) -> bool:
+        """Whether any connection of ``user`` is in room ``name`` now (file access)."""
+        room = self._rooms.get(name)  # (lookups of dicts are atomic: no lock needed)
+        return room is not None and user in room.members
 
     def _load(self, room: Room) -> None:
         """Fill the recent-message cache from the store (under the room lock)."""
@@ -465,8 +505,12 @@ class Hub:
             if room.loaded:
                 room.recent.extend(messages)
             name = room.name
-            data = [message_bytes(name, m.id, m.user, m.text, m.ts) for m in messages]
+            data = [message_frame(name, m) for m in messages]
             own = [with_ref(frame, ref) for frame, ref in zip(data, refs, strict=True)]
+            # Counted before they go (a member that has them sees them counted); per
+            # batch, not per member: the followers are a set per I/O thread.
+            self.metrics.room_messages.inc(len(data))
+            self.metrics.deliveries.inc(len(data) * room.feed.follower_count())
             room.broadcast(*data, sender=sender, own=own)
 
     def edit(self, member: Member, name: str, message_id: int, text: str, ref: str | None) -> None:
@@ -496,17 +540,26 @@ class Hub:
                 raise ProtocolError("forbidden", "only the author or an admin may delete a message")
             room.deleting.add(message_id)
             frame = Deleted(room=name, id=message_id, by=member.user, ts=self._clock())
-            then = partial(self._deleted, room, frame, member, ref)
+            then = partial(self._deleted, room, frame, member, ref, message.file)
             failed = partial(self._not_deleted, room, message_id, member, ref)
             self._committer.submit(DeleteMessage(name, message_id), then, failed)
 
-    def _deleted(self, room: Room, frame: Deleted, sender: Member, ref: str | None) -> None:
+    def _deleted(
+        self,
+        room: Room,
+        frame: Deleted,
+        sender: Member,
+        ref: str | None,
+        file: StoredFile | None = None,
+    ) -> None:
         with room.lock:
             if cached := room.cached(frame.id):
-                cached.deleted, cached.text = True, ""
+                cached.deleted, cached.text, cached.file = True, "", None
             room.deleting.discard(frame.id)
             data, own = encoded(frame, ref)
             room.broadcast(data, sender=sender, own=(own,))
+        if file is not None and self.files is not None:
+            self.files.released(file.sha256)  # (its share is gone: the bytes too, if unused)
 
     def _not_deleted(
         self, room: Room, message_id: int, sender: Member, ref: str | None, error: Exception
@@ -521,6 +574,75 @@ class Hub:
         for ref in refs:
             sender.mailbox.push(error_frame(problem.code, problem.message, ref,
                                             problem.retry_after))  # fmt: skip
+
+    # -- shared files
+
+    def post_file(
+        self,
+        user: str,
+        *,
+        room: str | None = None,
+        to: str | None = None,
+        text: str = "",
+        file: StoredFile,
+        then: Callable[[bytes], None],
+        failed: Callable[[Exception], None],
+    ) -> None:
+        """Post a message (to ``room``) or a direct message (to ``to``) carrying ``file``.
+
+        For an upload over HTTPS, whose sender is no connection of the chat: it is
+        committed and broadcast as any message is (ids, order, delivery after the
+        commit), then ``then`` gets the frame as everyone got it (the upload's answer),
+        or ``failed`` why it was not stored. Raises ``not_member`` when no connection of
+        ``user`` is in ``room``, ``no_such_user`` for an unknown ``to``.
+        """
+        if room is not None:
+            self._post_to_room(user, room, text, file, then, failed)
+            return
+        assert to is not None
+        if not self.user_exists(to):
+            raise ProtocolError("no_such_user", f"there is no user {to!r}")
+        with self._lock:
+            self._dm_counter += 1
+            dm = DmRecord(self._dm_counter, user, to, text, self._clock(), file)
+            self._committer.submit(AddDm(dm), partial(self._dm_posted, dm, then), failed)
+
+    def _post_to_room(
+        self,
+        user: str,
+        name: str,
+        text: str,
+        file: StoredFile,
+        then: Callable[[bytes], None],
+        failed: Callable[[Exception], None],
+    ) -> None:
+        room = self._room(name)
+        if room is None or user not in room.members:
+            raise ProtocolError("not_member", f"you are not in room {name!r}")
+        with room.lock:
+            if user not in room.members:
+                raise ProtocolError("not_member", f"you are not in room {name!r}")
+            room.next_id += 1
+            message = StoredMessage(room.next_id, user, text, self._clock(), file=file)
+            done = partial(self._file_posted, room, message, then)
+            self._committer.submit(AddMessages(name, [message]), done, failed)
+
+    def _file_posted(
+        self, room: Room, message: StoredMessage, then: Callable[[bytes], None]
+    ) -> None:
+        with room.lock:
+            room.last_id = message.id
+            if room.loaded:
+                room.recent.append(message)
+            data = message_frame(room.name, message)
+            self.metrics.room_messages.inc()
+            self.metrics.deliveries.inc(room.feed.follower_count())
+            room.broadcast(data)
+        then(data)
+
+    def _dm_posted(self, dm: DmRecord, then: Callable[[bytes], None]) -> None:
+        self._dm_sent(dm, None, None)
+        then(dm_frame(dm).encode())
 
     # -- read markers
 
@@ -622,11 +744,12 @@ class Hub:
             then = partial(self._dm_sent, dm, member, ref)
             self._committer.submit(AddDm(dm), then, partial(self._not_stored, member, [ref]))
 
-    def _dm_sent(self, dm: DmRecord, sender: Member, ref: str | None) -> None:
+    def _dm_sent(self, dm: DmRecord, sender: Member | None, ref: str | None) -> None:
         with self._lock:
             self._dm_delivered = max(self._dm_delivered, dm.id)
             data, own = encoded(dm_frame(dm), ref)
-            delivered = False
+            self.metrics.direct_messages.inc()
+            delivered, copies = False, 0
             for conn in self._users.get(dm.recipient, set()) | self._users.get(dm.sender, set()):
                 cursor = self._dm_cursors[conn]
                 if not cursor.due(conn.user, dm):
@@ -637,9 +760,11 @@ class Hub:
                     continue
                 cursor.upto = dm.id
                 conn.mailbox.push(own if conn is sender else data)
+                copies += 1
                 delivered = delivered or conn.user == dm.recipient
             if delivered:
                 self._mark_delivered(dm.recipient, dm.id)
+            self.metrics.deliveries.inc(copies)
 
     def dm_history(
         self, member: Member, other: str, *, before: int | None, limit: int, ref: str | None

@@ -69,6 +69,11 @@ class Feed:
         base, frames, _, _ = self._log
         return base + len(frames)
 
+    def follower_count(self) -> int:
+        """How many mailboxes follow (under the room's lock): a few set sizes to add,
+        one per listener, however many members (what the hub counts deliveries with)."""
+        return sum(map(len, self.followers.values()))
+
     def append(self, *data: bytes) -> None:
         """Add encoded frames, in order, for every follower (under the room's lock).
 
@@ -295,6 +300,17 @@ class Mailbox:
         if then is not None:
             then()
         return chunk
+
+    def backlog(self) -> tuple[int, int]:
+        """Frames and bytes waiting to be taken: the queue's and the feeds' (for metrics)."""
+        with self.lock:
+            frames, size = len(self.queue), self.queued_bytes
+            if not (self.sealed or self.overflow or self.done):
+                for feed, cursor in self.cursors.items():
+                    count, behind = feed.behind(cursor)
+                    frames += count
+                    size += behind
+            return frames, size
 
     def idle(self) -> bool:
         """Nothing is waiting to be taken."""

@@ -243,6 +243,7 @@ class Session:
 
     def _refusal(self, wait: float, ref: str | None) -> ProtocolError:
         """The answer to a frame over the rate; fatal for a client that keeps flooding."""
+        self.hub.metrics.rate_limited.inc()
         now = self._clock()
         self._refusals = max(0.0, self._refusals - (now - self._refusals_stamp)) + 1
         self._refusals_stamp = now
@@ -365,9 +366,11 @@ class Session:
         if self.logged_in:
             raise ProtocolError("bad_frame", f"already logged in as {self.user!r}")
         user, throttle = frame.user, self._throttle
+        metrics = self.hub.metrics
         if throttle is not None and (wait := throttle.retry_after(user, self.address)) > 0:
             # Turned away unchecked: the throttle does not count it (the wait stays what it
             # was), this connection does (five failed logins of any kind close it).
+            metrics.logins_throttled.inc()
             raise ProtocolError("rate_limited", "too many failed logins; wait and try again",
                                 retry_after=wait, fatal=self._login_failed())  # fmt: skip
         tokens, token = self.hub.tokens, None
@@ -377,8 +380,13 @@ class Session:
         elif frame.password is None:  # only with a client certificate naming this user
             ok = self.cert_user == user and self.hub.user_exists(user)
         else:
-            ok = self._authenticate(user, frame.password)
+            try:
+                ok = self._authenticate(user, frame.password)
+            except ProtocolError:  # server_busy: too many checks at once
+                metrics.logins_busy.inc()
+                raise
         if ok:
+            metrics.logins_ok.inc()
             if throttle is not None:
                 throttle.succeeded(user, self.address)
             if tokens is not None and frame.token is None:
@@ -389,6 +397,7 @@ class Session:
             self.deliver(LoginOk(user=user, token=token, ref=frame.ref).encode())
             self.hub.register(self, frame.dm_after)  # after login_ok: the DMs due come next
             return
+        metrics.logins_failed.inc()
         if throttle is not None:
             throttle.failed(user, self.address)
         raise ProtocolError("auth_failed", AUTH_FAILED_MESSAGE, fatal=self._login_failed())

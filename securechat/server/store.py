@@ -38,13 +38,15 @@ from pathlib import Path
 from typing import Protocol
 
 from securechat.exceptions import StoreError, StoreUnavailable
+from securechat.server.metrics import ServerMetrics
 
 log = logging.getLogger("securechat.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_BATCH = 1000
 RETRY_AFTER = 5.0  # seconds a client is told to wait after a write was not stored
 RETRY_AFTER_LOCKED = 1.0  # ... when another process held the database (after busy_timeout)
+PROBE_INTERVAL = 5.0  # seconds between two tries of a write while writes fail (``probe``)
 
 _SCHEMA = """
 CREATE TABLE rooms (
@@ -91,8 +93,57 @@ CREATE TABLE read_markers (
     PRIMARY KEY (user, target)
 ) WITHOUT ROWID;
 """
+# Version 3: shared files. A row per file shared (its bytes live once per content in
+# the data directory's file store, by SHA-256); the message or direct message that
+# carries it names it. ``deleted``: its message was deleted, and with it the access.
+_FILES = """
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    room TEXT,
+    message_id INTEGER,
+    dm_id INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX files_by_sha256 ON files (sha256);
+CREATE INDEX files_by_uploader ON files (uploader);
+ALTER TABLE messages ADD COLUMN file_id TEXT;
+ALTER TABLE dms ADD COLUMN file_id TEXT;
+"""
 # Migrations from version N to N + 1, applied in order at start-up.
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA, 1: _TOKENS_AND_READ_MARKERS}
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA, 1: _TOKENS_AND_READ_MARKERS, 2: _FILES}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A shared file as a message carries it (the ``file`` of protocol frames)."""
+
+    id: str
+    sha256: str
+    size: int
+    name: str
+    mime: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A shared file and where it was shared, for the access check of a download.
+
+    ``room`` and ``message_id`` for a room message; ``sender`` and ``recipient`` (the
+    two parties) for a direct message. ``deleted``: its message is gone, so is access.
+    """
+
+    file: StoredFile
+    uploader: str
+    room: str | None
+    message_id: int | None
+    sender: str | None
+    recipient: str | None
+    deleted: bool
 
 
 @dataclass
@@ -105,6 +156,7 @@ class StoredMessage:
     ts: str
     edited_ts: str | None = None
     deleted: bool = False
+    file: StoredFile | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +166,7 @@ class DmRecord:
     recipient: str
     text: str
     ts: str
+    file: StoredFile | None = None
 
 
 # ------------------------------------------------------------------- writes
@@ -245,6 +298,22 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class FileIndex(Protocol):
+    """What the file store (``files.py``) reads of the database: the ``files`` table."""
+
+    def file(self, file_id: str) -> FileEntry | None:
+        """The shared file with this id and where it was shared (deleted or not)."""
+
+    def file_usage(self, user: str) -> int:
+        """Bytes of the files ``user`` shared whose messages are not deleted."""
+
+    def blob_used(self, sha256: str) -> bool:
+        """Whether a message not deleted carries a file with these bytes."""
+
+    def blobs_used(self) -> set[str]:
+        """The SHA-256 of every file some message not deleted carries."""
+
+
 # ----------------------------------------------------------------- failures
 
 # SQLite's primary result codes that mean the storage failed, in an operator's words.
@@ -327,6 +396,46 @@ def _directory_problem(path: str) -> str | None:
     if stats.f_bavail == 0:
         return "the file system is full"
     return None
+
+
+_FILE_COLUMNS = "f.id, f.sha256, f.size, f.name, f.mime "
+_DM_SELECT = (
+    "SELECT d.id, d.sender, d.recipient, d.text, d.ts, " + _FILE_COLUMNS
+    + "FROM dms d LEFT JOIN files f ON f.id = d.file_id "
+)  # fmt: skip
+
+_FILE_ENTRY_SELECT = (
+    "SELECT f.id, f.sha256, f.size, f.name, f.mime, f.uploader, f.room, f.message_id, "
+    "d.sender, d.recipient, f.deleted FROM files f LEFT JOIN dms d ON d.id = f.dm_id "
+)
+
+
+def _file(row: tuple, at: int) -> StoredFile | None:
+    """The file in ``row`` from column ``at`` on (``_FILE_COLUMNS``), if the row has one."""
+    if row[at] is None:
+        return None
+    return StoredFile(row[at], row[at + 1], row[at + 2], row[at + 3], row[at + 4])
+
+
+def _dm(row: tuple) -> DmRecord:
+    return DmRecord(row[0], row[1], row[2], row[3], row[4], _file(row, 5))
+
+
+def _insert_file(
+    conn: sqlite3.Connection,
+    file: StoredFile,
+    uploader: str,
+    *,
+    room: str | None = None,
+    message_id: int | None = None,
+    dm_id: int | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO files (id, sha256, size, name, mime, uploader, room, message_id, dm_id) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        (file.id, file.sha256, file.size, file.name, file.mime, uploader, room, message_id,
+         dm_id),
+    )  # fmt: skip
 
 
 class SqliteStore:
@@ -414,12 +523,13 @@ class SqliteStore:
     def write(self, writes: list[Write]) -> None:
         # New messages go in with one executemany per run of them, and each room's
         # counter is raised once per transaction: the commit thread's hot path.
-        new_rows: list[tuple[str, int, str, str, str]] = []
+        new_rows: list[tuple[str, int, str, str, str, str | None]] = []
         last_ids: dict[str, int] = {}
 
         def insert_new_rows() -> None:
             conn.executemany(
-                "INSERT INTO messages (room, id, user, text, ts) VALUES (?,?,?,?,?)", new_rows
+                "INSERT INTO messages (room, id, user, text, ts, file_id) VALUES (?,?,?,?,?,?)",
+                new_rows,
             )
             new_rows.clear()
 
@@ -428,7 +538,11 @@ class SqliteStore:
             for w in writes:
                 if isinstance(w, AddMessages):
                     room = w.room
-                    new_rows += [(room, m.id, m.user, m.text, m.ts) for m in w.messages]
+                    for m in w.messages:
+                        file = m.file
+                        new_rows.append((room, m.id, m.user, m.text, m.ts, file and file.id))
+                        if file is not None:
+                            _insert_file(conn, file, m.user, room=room, message_id=m.id)
                     last_ids[room] = max(last_ids.get(room, 0), w.messages[-1].id)
                     continue
                 if new_rows:  # keep the order of the writes
@@ -440,15 +554,25 @@ class SqliteStore:
                             (text, edited_ts, room, message_id),
                         )
                     case DeleteMessage(room, message_id):
+                        conn.execute(  # its file, if any, is no longer shared
+                            "UPDATE files SET deleted = 1 WHERE id = (SELECT file_id FROM "
+                            "messages WHERE room = ? AND id = ?)",
+                            (room, message_id),
+                        )
                         conn.execute(  # the text goes; the id stays used
-                            "UPDATE messages SET deleted = 1, text = '' WHERE room = ? AND id = ?",
+                            "UPDATE messages SET deleted = 1, text = '', file_id = NULL "
+                            "WHERE room = ? AND id = ?",
                             (room, message_id),
                         )
                     case AddDm(dm):
+                        file = dm.file
                         conn.execute(
-                            "INSERT INTO dms (id, sender, recipient, text, ts) VALUES (?,?,?,?,?)",
-                            (dm.id, dm.sender, dm.recipient, dm.text, dm.ts),
+                            "INSERT INTO dms (id, sender, recipient, text, ts, file_id) "
+                            "VALUES (?,?,?,?,?,?)",
+                            (dm.id, dm.sender, dm.recipient, dm.text, dm.ts, file and file.id),
                         )
+                        if file is not None:
+                            _insert_file(conn, file, dm.sender, dm_id=dm.id)
                     case AddToken(token, now):
                         conn.execute("DELETE FROM tokens WHERE expires <= ?", (now,))
                         conn.execute(
@@ -503,16 +627,21 @@ class SqliteStore:
             ).fetchone()
         return row[0] if row else 0
 
-    _SELECT = "SELECT id, user, text, ts, edited_ts, deleted FROM messages WHERE room = ? "
+    # (A message's file comes with it: a join on the files table's primary key.)
+    _SELECT = (
+        "SELECT m.id, m.user, m.text, m.ts, m.edited_ts, m.deleted, " + _FILE_COLUMNS
+        + "FROM messages m LEFT JOIN files f ON f.id = m.file_id WHERE m.room = ? "
+    )  # fmt: skip
 
     @staticmethod
     def _message(row: tuple) -> StoredMessage:
-        return StoredMessage(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+        return StoredMessage(row[0], row[1], row[2], row[3], row[4], bool(row[5]),
+                             _file(row, 6))  # fmt: skip
 
     def recent(self, room: str, limit: int) -> list[StoredMessage]:
         with self._read() as conn:
             rows = conn.execute(
-                self._SELECT + "ORDER BY id DESC LIMIT ?",
+                self._SELECT + "ORDER BY m.id DESC LIMIT ?",
                 (room, limit),
             ).fetchall()
         return [self._message(row) for row in reversed(rows)]
@@ -520,7 +649,7 @@ class SqliteStore:
     def message(self, room: str, message_id: int) -> StoredMessage | None:
         with self._read() as conn:
             row = conn.execute(
-                self._SELECT + "AND id = ?",
+                self._SELECT + "AND m.id = ?",
                 (room, message_id),
             ).fetchone()
         return self._message(row) if row else None
@@ -528,16 +657,16 @@ class SqliteStore:
     def page(
         self, room: str, *, before: int | None, after: int | None, limit: int, upto: int
     ) -> list[StoredMessage]:
-        live = self._SELECT + "AND deleted = 0 AND id <= ? "
+        live = self._SELECT + "AND m.deleted = 0 AND m.id <= ? "
         with self._read() as conn:
             if after is not None:
                 rows = conn.execute(
-                    live + "AND id > ? ORDER BY id LIMIT ?", (room, upto, after, limit)
+                    live + "AND m.id > ? ORDER BY m.id LIMIT ?", (room, upto, after, limit)
                 ).fetchall()
             else:
                 bound = upto + 1 if before is None else before
                 rows = conn.execute(
-                    live + "AND id < ? ORDER BY id DESC LIMIT ?", (room, upto, bound, limit)
+                    live + "AND m.id < ? ORDER BY m.id DESC LIMIT ?", (room, upto, bound, limit)
                 ).fetchall()
                 rows.reverse()
         return [self._message(row) for row in rows]
@@ -545,25 +674,61 @@ class SqliteStore:
     def dms_after(
         self, user: str, after: int, *, sent_after: int | None = None, limit: int | None = None
     ) -> list[DmRecord]:
-        columns = "SELECT id, sender, recipient, text, ts FROM dms "
-        query, args = columns + "WHERE recipient = ? AND id > ? ", [user, after]
+        columns = _DM_SELECT
+        query, args = columns + "WHERE d.recipient = ? AND d.id > ? ", [user, after]
         if sent_after is not None:  # (two ordered index scans, merged: LIMIT stops both)
-            query += "UNION ALL " + columns + "WHERE sender = ? AND recipient != ? AND id > ? "
+            query += (
+                "UNION ALL " + columns + "WHERE d.sender = ? AND d.recipient != ? AND d.id > ? "
+            )
             args += [user, user, max(after, sent_after)]
         with self._read() as conn:
-            rows = conn.execute(query + "ORDER BY id LIMIT ?", (*args, limit or -1)).fetchall()
-        return [DmRecord(*row) for row in rows]
+            rows = conn.execute(query + "ORDER BY 1 LIMIT ?", (*args, limit or -1)).fetchall()
+        return [_dm(row) for row in rows]
 
     def dm_page(self, user: str, other: str, *, before: int | None, limit: int) -> list[DmRecord]:
         bound = before if before is not None else 2**62
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT id, sender, recipient, text, ts FROM dms WHERE id < ? AND "
-                "((sender = ? AND recipient = ?) OR (sender = ? AND recipient = ?)) "
-                "ORDER BY id DESC LIMIT ?",
+                _DM_SELECT + "WHERE d.id < ? AND "
+                "((d.sender = ? AND d.recipient = ?) OR (d.sender = ? AND d.recipient = ?)) "
+                "ORDER BY d.id DESC LIMIT ?",
                 (bound, user, other, other, user, limit),
             ).fetchall()
-        return [DmRecord(*row) for row in reversed(rows)]
+        return [_dm(row) for row in reversed(rows)]
+
+    # -- the files table (for the file store, in its worker threads)
+
+    def file(self, file_id: str) -> FileEntry | None:
+        with self._read() as conn:
+            row = conn.execute(
+                _FILE_ENTRY_SELECT + "WHERE f.id = ?",
+                (file_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        file = _file(row, 0)
+        assert file is not None
+        return FileEntry(file, row[5], row[6], row[7], row[8], row[9], bool(row[10]))
+
+    def file_usage(self, user: str) -> int:
+        with self._read() as conn:
+            (used,) = conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM files WHERE uploader = ? AND deleted = 0",
+                (user,),
+            ).fetchone()
+        return int(used)
+
+    def blob_used(self, sha256: str) -> bool:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM files WHERE sha256 = ? AND deleted = 0 LIMIT 1", (sha256,)
+            ).fetchone()
+        return row is not None
+
+    def blobs_used(self) -> set[str]:
+        with self._read() as conn:
+            return {sha for (sha,) in conn.execute(
+                "SELECT DISTINCT sha256 FROM files WHERE deleted = 0")}  # fmt: skip
 
     def close(self) -> None:
         with self._read_lock:
@@ -676,15 +841,25 @@ class GroupCommitter:
     When a commit fails, each write of the batch gets ``failed`` (with the error)
     instead of ``then``, still in order, and the writes of ``None`` still run: a
     session waiting for its writes to be answered is released either way.
+
+    With ``metrics``, each commit's time goes to its histogram and each failed commit
+    to its counter, and it is the metrics' :class:`~securechat.server.metrics.StorageState`
+    (``/readyz`` asks it whether writes work).
     """
 
-    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = MAX_BATCH, metrics: ServerMetrics | None = None
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.health = StorageHealth(_where(store))
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.commits = 0
         self.writes = 0
+        self.metrics = metrics
+        self._probe_at = 0.0
+        if metrics is not None:
+            metrics.storage = self
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -693,7 +868,37 @@ class GroupCommitter:
     ) -> None:
         self._queue.put((write, then, failed))
 
+    @property
+    def problem(self) -> str | None:
+        """Why writes fail now (the current episode's reason), or ``None``."""
+        return self.health.reason
+
+    def probe(self) -> None:
+        """While writes fail, try one in the writer thread (at most every PROBE_INTERVAL s).
+
+        An episode ends with the first commit that works; on a server nobody writes to,
+        that would be never, and ``/readyz`` would stay 503 after the disk was freed.
+        Any thread; never blocks.
+        """
+        now = time.monotonic()
+        if self.health.reason is not None and now >= self._probe_at:
+            self._probe_at = now + PROBE_INTERVAL
+            self.submit(None, self._try_a_write)
+
+    def _try_a_write(self) -> None:
+        """(The writer thread.) Commit a write that changes nothing; end the episode if
+        it works (the store's ``check_writable``, where it has one)."""
+        check = getattr(self.store, "check_writable", None)
+        if check is None or self.health.reason is None:
+            return
+        try:
+            check()
+        except StoreError:
+            return  # (still failing: the episode goes on, already logged)
+        self.health.succeeded()
+
     def _run(self) -> None:
+        metrics = self.metrics
         while True:
             item = self._queue.get()
             batch = [item]
@@ -707,11 +912,16 @@ class GroupCommitter:
             writes = [write for write, _, _ in jobs if write is not None]
             error: Exception | None = None
             if writes:
+                start = time.perf_counter()
                 try:
                     self.store.write(writes)
                 except Exception as exc:  # nothing of this batch is acknowledged
                     error = self.health.failed(exc, len(writes))
+                    if metrics is not None:
+                        metrics.commits_failed.inc()
                 else:
+                    if metrics is not None:
+                        metrics.commit_seconds.observe(time.perf_counter() - start)
                     self.health.succeeded()
                     self.commits += 1
                     self.writes += len(writes)

@@ -116,6 +116,18 @@ class LoginTokens:
             self.revoke(digest)
         return digest if good else None
 
+    def holder(self, token: str) -> str | None:
+        """Whose ``token`` is, if it is good now (a bearer token names no user).
+
+        For the file API over HTTPS (``Authorization: Bearer``): the same checks as
+        :meth:`check`, with the user the token was issued to. Blocks on the store: a
+        worker's job.
+        """
+        record = self._store.token(token_hash(token))
+        if record is None:
+            return None
+        return record.user if self.check(record.user, token) is not None else None
+
     def revoke(
         self, digest: bytes, then: Callback | None = None, failed: Failed | None = None
     ) -> None:

@@ -42,8 +42,10 @@ from securechat.protocol import DEFAULT_PORT
 from securechat.protocol.frames import error_frame
 from securechat.server.connection import IN, Connection, Limits
 from securechat.server.hub import Hub
+from securechat.server.irc import IrcGateway
 from securechat.server.limits import BcryptGate, LoginThrottle
 from securechat.server.mailbox import Feed
+from securechat.server.monitor import ServerMonitor
 from securechat.server.web import WebSite
 
 log = logging.getLogger("securechat.server")
@@ -116,6 +118,9 @@ class IOThread:
         self._connections: dict[int, Connection] = {}
         self._timers: list[tuple[float, int, Connection]] = []
         self._seq = itertools.count()
+        # Bytes its connections read and wrote (after TLS): added to by this thread
+        # alone, once per read or write call; summed by the metrics at scrape time.
+        self.bytes_received = self.bytes_sent = 0
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def adopt(self, connection: Connection) -> None:
@@ -253,6 +258,8 @@ class Server:
 
     ``web``: the web edge (HTTP and WebSocket for clients that choose ``http/1.1`` by
     ALPN; the context must offer it), or ``None`` for the line protocol only.
+    ``irc_port``: a second TLS listener on ``host`` (same context, so a reload covers it)
+    whose clients speak IRC through the gateway (:attr:`irc`); ``None``: no IRC.
     """
 
     context: ssl.SSLContext
@@ -262,6 +269,7 @@ class Server:
     port: int = DEFAULT_PORT
     limits: Limits = field(default_factory=Limits)
     web: WebSite | None = None
+    irc_port: int | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -278,9 +286,16 @@ class Server:
         ]
         self._next_loop = itertools.cycle(self._loops)
         self._listener: socket.socket | None = None
+        self._irc_listener: socket.socket | None = None
+        self.irc: IrcGateway | None = None
+        if self.irc_port is not None:
+            hub = self.hub
+            self.irc = IrcGateway(is_online=hub.is_online, online_users=hub.online_users,
+                                  user_exists=hub.user_exists)  # fmt: skip
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._accept_thread: threading.Thread | None = None
         self._stopping = False
+        self.monitor = ServerMonitor(self)  # what /metrics and /readyz say (the web edge)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -288,46 +303,75 @@ class Server:
         host, port = self._listener.getsockname()[:2]
         return host, port
 
+    @property
+    def irc_address(self) -> tuple[str, int]:
+        """Where the IRC listener is (``irc_port`` 0 picks a free port)."""
+        assert self._irc_listener is not None
+        host, port = self._irc_listener.getsockname()[:2]
+        return host, port
+
     def start(self) -> None:
         """Bind, listen and start the accept and I/O threads."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._listener = socket.create_server((self.host, self.port), family=family, backlog=1024)
+        if self.irc_port is not None:
+            try:
+                self._irc_listener = socket.create_server(
+                    (self.host, self.irc_port), family=family, backlog=1024
+                )
+            except OSError:
+                self._listener.close()
+                raise
         for loop in self._loops:
             loop.thread.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
         host, port = self.address
         log.info("listening on %s:%d", f"[{host}]" if ":" in host else host, port)
+        if self._irc_listener is not None:
+            host, port = self.irc_address
+            log.info("IRC gateway (TLS) on %s:%d", f"[{host}]" if ":" in host else host, port)
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
         poller = select.poll()
-        poller.register(self._listener, select.POLLIN)
+        listeners = {self._listener.fileno(): self._listener}
+        if self._irc_listener is not None:
+            listeners[self._irc_listener.fileno()] = self._irc_listener
+        for listener in listeners.values():
+            poller.register(listener, select.POLLIN)
         poller.register(self._stop_fd, select.POLLIN)
         while True:
             ready = dict(poller.poll())
             if self._stop_fd in ready:
                 return
-            try:
-                sock, address = self._listener.accept()
-            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
-                log.warning("accept failed: %s", exc)
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            loop = next(self._next_loop)
-            connection = Connection(self, loop, sock, address[:2])
-            with self._lock:
-                if self._stopping:
-                    sock.close()
-                    continue
-                host = connection.peer
-                connection.busy = (
-                    len(self._connections) >= self.limits.max_connections
-                    or self._per_address[host] >= self.limits.max_per_address
-                )
-                self._connections.add(connection)
-                self._per_address[host] += 1
-            loop.adopt(connection)
+            for fd in ready:
+                self._accept(listeners[fd])
+
+    def _accept(self, listener: socket.socket) -> None:
+        """Take one connection from ``listener`` and hand it to an I/O thread."""
+        try:
+            sock, address = listener.accept()
+        except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
+            log.warning("accept failed: %s", exc)
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop = next(self._next_loop)
+        irc = self.irc if listener is self._irc_listener else None
+        connection = Connection(self, loop, sock, address[:2],
+                                opener=irc.open if irc is not None else None)  # fmt: skip
+        with self._lock:
+            if self._stopping:
+                sock.close()
+                return
+            host = connection.peer
+            connection.busy = (
+                len(self._connections) >= self.limits.max_connections
+                or self._per_address[host] >= self.limits.max_per_address
+            )
+            self._connections.add(connection)
+            self._per_address[host] += 1
+        loop.adopt(connection)
 
     def check_password(self, user: str, password: str) -> bool:
         """``authenticate``, at most ``bcrypt_concurrent`` at once (else wait or busy)."""
@@ -347,6 +391,19 @@ class Server:
     def connections(self) -> list[Connection]:
         with self._lock:
             return list(self._connections)
+
+    def connection_count(self) -> int:
+        return len(self._connections)  # (one read of a set's size: no lock needed)
+
+    @property
+    def stopping(self) -> bool:
+        """:meth:`shutdown` has begun."""
+        return self._stopping
+
+    def bytes_moved(self) -> tuple[int, int]:
+        """Bytes read from and written to clients since the start (after TLS)."""
+        loops = self._loops
+        return sum(loop.bytes_received for loop in loops), sum(loop.bytes_sent for loop in loops)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no connection is left; False if some still are after ``timeout``."""
@@ -368,6 +425,8 @@ class Server:
             self._accept_thread.join()
         if self._listener is not None:
             self._listener.close()
+        if self._irc_listener is not None:
+            self._irc_listener.close()
         goodbye = error_frame("shutting_down", "the server is shutting down")
         for connection in connections:
             connection.request_close(goodbye)

@@ -48,7 +48,22 @@ def test_smoke_run_passes_and_prints_the_table():
     assert "| metric | securechat |" in done.stdout
     assert "| delivered msg/s |" in done.stdout
     assert "| lost | 0 |" in done.stdout
-    assert "smoke: ok" in done.stdout
+    assert "smoke: securechat: ok" in done.stdout
+
+
+def test_smoke_run_over_websocket_loses_nothing():
+    """``--transport ws``: the same room over WebSocket (ALPN http/1.1, /ws), no loss."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "securechat.bench", "--smoke", "--transport", "ws",
+         "--duration", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "securechat-ws over WebSocket" in done.stdout  # the table says which transport
+    assert "| metric | securechat-ws |" in done.stdout
+    assert "| lost | 0 |" in done.stdout and "| duplicated | 0 |" in done.stdout
+    assert "smoke: securechat-ws: ok" in done.stdout
 
 
 # -- statistics
@@ -257,6 +272,17 @@ def test_combine_takes_medians_and_adds_up_failures():
     assert failed["delivered_per_s"] == 5.0
 
 
+def test_table_compares_every_column_with_the_first():
+    """``--transport ws`` alone: securechat-ws is the column the peers are compared with."""
+    results = {
+        "securechat-ws": {"cpu_ms_per_1000": 0.5, "lost": 0},
+        "ngircd": {"cpu_ms_per_1000": 0.25, "lost": 0},
+    }
+    text = table("fanout", "fanout", results)
+    assert "| metric | securechat-ws | ngircd | ngircd/securechat-ws |" in text
+    assert "| server CPU ms per 1,000 delivered | 0.5 | 0.25 | 0.50x |" in text
+
+
 def test_table_of_rounds_shows_ranges_and_median_of_round_ratios():
     ours = [{"cpu_ms_per_1000": c, "lost": 0} for c in (0.30, 0.20, 0.25)]
     theirs = [{"cpu_ms_per_1000": c, "lost": n} for c, n in ((0.15, 0), (0.40, 1), (0.50, 0))]
@@ -287,7 +313,22 @@ def test_args():
         parse_args(["--peers", "ircd-hybrid"])
     with pytest.raises(SystemExit):
         parse_args(["--members", "5", "--senders", "5"])
+    assert parse_args([]).transports == ["line"]
+    assert parse_args(["--transport", "ws"]).transports == ["ws"]
+    assert parse_args(["--transport=line,ws,line"]).transports == ["line", "ws"]
+    with pytest.raises(SystemExit):
+        parse_args(["--transport", "sse"])
     assert isinstance(parse_args([]), argparse.Namespace)
+
+
+def test_headings_say_which_transport_each_column_used():
+    from securechat.bench.cli import describe
+
+    both = describe("fanout", parse_args(["--transport", "line,ws"]))
+    assert "securechat over the line protocol, securechat-ws over WebSocket" in both
+    peers = describe("fanout", parse_args(["--transport", "ws", "--peers", "ngircd"]))
+    assert "securechat-ws over WebSocket" in peers and "the IRC peers over IRC/TLS" in peers
+    assert "IRC" not in describe("logins", parse_args(["--peers", "ngircd"]))  # (no peers)
 
 
 def test_latency_summary_strides_past_the_sample_cap(monkeypatch):

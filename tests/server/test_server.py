@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from types import SimpleNamespace
 from unittest.mock import ANY
 
 import pytest
@@ -535,12 +536,14 @@ def test_a_write_of_several_records_is_corked_and_always_uncorked(size, outcome,
     connection = Connection.__new__(Connection)  # only what _send_pending touches
     connection.tls = RecordingTls(outcome)  # type: ignore[assignment]
     connection.pending, connection.want_write, connection.want_read = b"x" * size, False, False
+    connection.loop = SimpleNamespace(bytes_sent=0)  # type: ignore[assignment] # (the metrics)
     if isinstance(outcome, ConnectionResetError):
         with pytest.raises(ConnectionResetError):
             connection._send_pending()
     else:
         assert connection._send_pending() is isinstance(outcome, int)
     assert connection.tls.calls == calls  # type: ignore[union-attr]
+    assert connection.loop.bytes_sent == (outcome if isinstance(outcome, int) else 0)
 
 
 def test_a_busy_feed_waits_for_its_flush_interval_and_a_quiet_one_does_not():

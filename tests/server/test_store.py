@@ -10,6 +10,7 @@ import pytest
 from securechat.bench.store import main as store_bench
 from securechat.exceptions import StoreError, StoreUnavailable
 from securechat.server.store import (
+    _MIGRATIONS,
     RETRY_AFTER,
     RETRY_AFTER_LOCKED,
     SCHEMA_VERSION,
@@ -22,6 +23,7 @@ from securechat.server.store import (
     InlineCommitter,
     SetDmMarker,
     SqliteStore,
+    StoredFile,
     StoredMessage,
     storage_failure,
 )
@@ -308,3 +310,49 @@ def test_a_read_only_file_system_is_refused_at_open(tmp_path):
         remount_read_only(disk)
         with pytest.raises(StoreError, match=r"cannot open the database .*read-only"):
             SqliteStore(disk / "db")
+
+
+def test_a_version_2_database_is_migrated_to_shared_files(tmp_path):
+    """Version 3 adds the files table and a file column to messages and DMs; what was
+    stored before keeps working."""
+    conn = sqlite3.connect(tmp_path / "db")
+    conn.executescript(_MIGRATIONS[0] + _MIGRATIONS[1])
+    conn.execute("INSERT INTO messages (room, id, user, text, ts) VALUES ('lobby', 1, 'ann', "
+                 "'old', ?)", (TS,))  # fmt: skip
+    conn.execute("INSERT INTO rooms VALUES ('lobby', 1)")
+    conn.execute("INSERT INTO dms VALUES (1, 'ann', 'bob', 'old dm', ?)", (TS,))
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(tmp_path / "db")
+    assert store.message("lobby", 1) == StoredMessage(1, "ann", "old", TS)
+    file = StoredFile("f1", "ab" * 32, 3, "a.txt", "application/octet-stream")
+    again = StoredFile("f2", "ab" * 32, 3, "b.txt", "application/octet-stream")
+    store.write([AddMessages("lobby", [StoredMessage(2, "ann", "", TS, file=file)]),
+                 AddDm(DmRecord(2, "ann", "bob", "", TS, again))])  # fmt: skip
+    assert store.recent("lobby", 5)[-1].file == file
+    assert [d.file for d in store.dms_after("bob", 0)] == [None, again]
+    assert store.dm_page("bob", "ann", before=None, limit=5)[-1].file == again
+    store.close()
+    conn = sqlite3.connect(tmp_path / "db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def test_files_are_counted_per_uploader_and_released_with_their_message(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    files = [StoredFile(f"f{n}", f"{n:064x}", 10 * n, f"{n}.txt", "image/png") for n in (1, 2)]
+    store.write([AddMessages("lobby", [StoredMessage(1, "ann", "", TS, file=files[0])]),
+                 AddDm(DmRecord(1, "ann", "bob", "x", TS, files[1]))])  # fmt: skip
+    assert store.file_usage("ann") == 30 and store.file_usage("bob") == 0
+    entry = store.file("f1")
+    assert (entry.room, entry.message_id, entry.uploader, entry.deleted) == ("lobby", 1, "ann",
+                                                                             False)  # fmt: skip
+    dm_entry = store.file("f2")
+    assert (dm_entry.sender, dm_entry.recipient, dm_entry.room) == ("ann", "bob", None)
+    assert store.blobs_used() == {files[0].sha256, files[1].sha256}
+    store.write([DeleteMessage("lobby", 1)])
+    assert store.file("f1").deleted and not store.blob_used(files[0].sha256)
+    assert store.file_usage("ann") == 20 and store.blobs_used() == {files[1].sha256}
+    assert store.message("lobby", 1).file is None  # (a deleted message shows no file)
+    assert store.file("nope") is None
+    store.close()

@@ -19,7 +19,7 @@ from tests.server.web.conftest import PAGE, SCRIPT, STYLE, https, web_context
 from tests.server.web.test_edge import request_bytes
 
 SECURITY = {
-    "content-security-policy": "default-src 'self'; connect-src 'self'; "
+    "content-security-policy": "default-src 'self'; connect-src 'self'; img-src 'self' blob:; "
     "frame-ancestors 'none'; base-uri 'none'",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",

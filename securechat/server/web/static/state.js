@@ -167,14 +167,21 @@ function maxId(a, b) {
 
 function roomRecord(frame) {
   const { room, id, user, text, ts, edited_ts } = frame;
-  return edited_ts === undefined
-    ? { room, id, user, text, ts }
-    : { room, id, user, text, ts, edited_ts };
+  const record =
+    edited_ts === undefined
+      ? { room, id, user, text, ts }
+      : { room, id, user, text, ts, edited_ts };
+  return withFile(record, frame);
 }
 
 function dmRecord(frame) {
   const { id, from, to, text, ts } = frame;
-  return { id, from, to, text, ts };
+  return withFile({ id, from, to, text, ts }, frame);
+}
+
+/** A shared file the frame carries ({id, name, size, sha256, mime}; files.js) goes along. */
+function withFile(record, frame) {
+  return frame.file && typeof frame.file === "object" ? { ...record, file: frame.file } : record;
 }
 
 // ------------------------------------------------------------------ login

@@ -5,9 +5,13 @@
 // never as HTML; links are <a> elements built here with an href that text.js checked
 // (http or https only). No inline styles: the Content-Security-Policy forbids them.
 
+import { carriesFiles, fileLabel, isPreviewable, progressText, uploadError } from "./files.js";
 import { NAME_RE, formatHash, sameTarget, targetLabel } from "./route.js";
 import { conversations, isOnline, isPresent, pendingFor, totalUnread, unread } from "./state.js";
 import { longTime, prepareText, sentence, shortTime, splitLinks } from "./text.js";
+import { fetchFile, saveFile, upload } from "./transfer.js";
+
+const PREVIEWS_KEPT = 100; // image previews kept as object URLs (the oldest are let go)
 
 /** An element: `h("a", {href, className, "aria-label": ...}, child, ...)`. */
 function h(tag, attrs = {}, ...children) {
@@ -106,6 +110,10 @@ export function createView(dispatch) {
     compose: $("compose"),
     send: $("send"),
     composeError: $("compose-error"),
+    conversation: $("conversation"),
+    attach: $("attach"),
+    attachInput: $("attach-input"),
+    uploads: $("uploads"),
     memberList: $("member-list"),
   };
   let state = null; // the state last rendered
@@ -181,6 +189,120 @@ export function createView(dispatch) {
   el.compose.addEventListener("input", () => {
     el.composeError.hidden = true;
   });
+
+  // ------------------------------------------------------------ shared files
+
+  // Uploads go straight to the file API (transfer.js); the message they post comes back
+  // over the WebSocket like any other. Each shows its progress here until it is done.
+  const canUpload = (s) =>
+    !!s?.token &&
+    !!s.current &&
+    isOnline(s) &&
+    (s.current.kind !== "room" || !!s.rooms[s.current.name]?.joined);
+
+  const startUploads = (files) => {
+    if (!canUpload(state)) return;
+    for (const file of Array.from(files)) {
+      const text = h("span", {}, progressText(file.name, 0, file.size));
+      const bar = h("progress", { max: String(file.size || 1), value: "0" });
+      const cancel = h("button", { type: "button", className: "link-button" }, "Cancel");
+      const item = h("li", { className: "upload" }, text, " ", bar, " ", cancel);
+      el.uploads.append(item);
+      const sending = upload(file, state.current, state.token, (loaded, total) => {
+        text.textContent = progressText(file.name, loaded, total);
+        bar.max = total || 1;
+        bar.value = loaded;
+      });
+      let cancelled = false;
+      cancel.addEventListener("click", () => {
+        cancelled = true;
+        sending.abort();
+      });
+      sending.done.then(
+        () => item.remove(),
+        (error) => {
+          item.remove();
+          if (!cancelled) {
+            dispatch({ type: "notice", text: uploadError(file.name, error.status, error.message) });
+          }
+        },
+      );
+    }
+  };
+  el.attach.addEventListener("click", () => el.attachInput.click());
+  el.attachInput.addEventListener("change", () => {
+    startUploads(el.attachInput.files);
+    el.attachInput.value = "";
+  });
+  el.conversation.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event.dataTransfer?.types) || !canUpload(state)) return;
+    event.preventDefault(); // (says: a drop is welcome here)
+    event.dataTransfer.dropEffect = "copy";
+    el.conversation.classList.add("dropping");
+  });
+  el.conversation.addEventListener("dragleave", (event) => {
+    if (!el.conversation.contains(event.relatedTarget)) {
+      el.conversation.classList.remove("dropping");
+    }
+  });
+  el.conversation.addEventListener("drop", (event) => {
+    el.conversation.classList.remove("dropping");
+    if (!carriesFiles(event.dataTransfer?.types)) return;
+    event.preventDefault(); // (else the browser opens the file)
+    startUploads(event.dataTransfer.files);
+  });
+
+  // Previews of safe images: fetched once with the token, shown from an object URL.
+  const previews = new Map(); // file id -> Promise of an object URL
+  const preview = (file) => {
+    let url = previews.get(file.id);
+    if (!url) {
+      url = fetchFile(file.id, state.token).then((blob) => URL.createObjectURL(blob));
+      url.catch(() => previews.delete(file.id)); // (tried again when shown again)
+      previews.set(file.id, url);
+      if (previews.size > PREVIEWS_KEPT) {
+        const [oldest, gone] = previews.entries().next().value;
+        previews.delete(oldest);
+        gone.then((old) => URL.revokeObjectURL(old), () => {});
+      }
+    }
+    return url;
+  };
+  const download = (file) =>
+    saveFile(file, state.token).catch((error) => {
+      const why = error.message.trim() || `error ${error.status}`;
+      dispatch({ type: "notice", text: `${file.name} could not be downloaded: ${why}` });
+    });
+
+  function attachment(file) {
+    const box = h(
+      "div",
+      { className: "file" },
+      h(
+        "button",
+        {
+          type: "button",
+          className: "link-button file-link",
+          onclick: () => download(file),
+          title: `Download ${file.name}`,
+        },
+        fileLabel(file),
+      ),
+    );
+    if (isPreviewable(file)) {
+      const image = h("img", { className: "preview", alt: file.name, hidden: true });
+      image.addEventListener("click", () => download(file));
+      preview(file).then(
+        (url) => {
+          image.src = url;
+          image.hidden = false;
+        },
+        () => {}, // (the link is there)
+      );
+      box.append(image);
+    }
+    return box;
+  }
 
   el.older.addEventListener("click", () => dispatch({ type: "older" }));
   let onScroll = null; // app.js: a scroll may show unread messages
@@ -457,6 +579,8 @@ export function createView(dispatch) {
         : s.dms[target.name];
     el.composer.hidden = !target;
     el.send.disabled = !target;
+    el.attach.disabled = !canUpload(s);
+    el.attach.title = s.token ? "Share a file (or drop it here)" : "Sign in again to share files";
 
     // empty, joining, loading
     let empty = "";
@@ -550,7 +674,8 @@ export function createView(dispatch) {
       li.append(editForm(target, m));
       return li;
     }
-    li.append(h("div", { className: "text" }, ...textNodes(m.text)));
+    if (m.text || !m.file) li.append(h("div", { className: "text" }, ...textNodes(m.text)));
+    if (m.file) li.append(attachment(m.file));
     if (target.kind !== "room") return li;
     const room = target.name;
     if (mode === "confirm") {

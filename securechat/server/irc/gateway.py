@@ -1,0 +1,126 @@
+"""The IRC gateway: what all IRC connections of one server share.
+
+Why this object: like the web edge's :class:`~securechat.server.web.WebSite`, it is
+built once and handed to the transport, whose IRC listener's connections each get an
+:class:`~securechat.server.irc.edge.IrcEdge` from :meth:`IrcGateway.open`. It answers the
+questions IRC asks that the JSON protocol has no frame for (who is online, for ISON,
+WHOIS, USERHOST and LUSERS; who is away) from the hub's read-only side, keeps the
+away messages of IRC users (AWAY is IRC's alone: nobody else has one) and tells the
+other IRC users who share a channel (``away-notify``), and renders a room's message once
+for all the IRC members with the same :class:`~securechat.server.irc.render.View`.
+"""
+
+import json
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from securechat import __version__
+from securechat.server.irc.render import View, message_lines, source
+from securechat.server.limits import TokenBucket
+from securechat.server.mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from securechat.server.irc.edge import IrcEdge
+
+__all__ = ["IrcGateway"]
+
+SERVER_NAME = "irc.securechat"
+RENDER_CACHE = 256  # rendered room messages kept (a fanout is over in moments); cleared when full
+
+
+class IrcGateway:
+    """The IRC side of one server (see the module's docstring).
+
+    ``is_online`` and ``online_users`` come from the hub (a user with a connection
+    logged in), ``user_exists`` from the password file.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_online: Callable[[str], bool],
+        online_users: Callable[[], list[str]],
+        user_exists: Callable[[str], bool],
+        server_name: str = SERVER_NAME,
+        network: str = "securechat",
+        version: str = __version__,
+    ) -> None:
+        self.is_online = is_online
+        self.online_users = online_users
+        self.user_exists = user_exists
+        self.server_name = server_name
+        self.network = network
+        self.version = f"securechat-{version}"
+        self._lock = threading.Lock()
+        self._edges: weakref.WeakSet[IrcEdge] = weakref.WeakSet()
+        self._away: weakref.WeakKeyDictionary[IrcEdge, str] = weakref.WeakKeyDictionary()
+        self._rendered: dict[tuple[bytes, View], bytes | None] = {}
+
+    def open(
+        self, *, busy: bool, cert_user: str | None, bucket: TokenBucket, mailbox: Mailbox
+    ) -> "IrcEdge":
+        """The edge of one new IRC connection (the transport's ``EdgeOpener``)."""
+        from securechat.server.irc.edge import IrcEdge  # (edge imports this module)
+
+        edge = IrcEdge(self, busy=busy, cert_user=cert_user, bucket=bucket, mailbox=mailbox)
+        with self._lock:
+            self._edges.add(edge)
+        return edge
+
+    # -- away
+
+    def away_of(self, user: str) -> str | None:
+        """The away message of ``user`` (set on any of its IRC connections), if any."""
+        with self._lock:
+            for edge, message in list(self._away.items()):
+                if edge.user == user:
+                    return message
+        return None
+
+    def set_away(self, edge: "IrcEdge", message: str | None) -> None:
+        """``edge``'s user is away (or back), as told by AWAY; others are told (away-notify)."""
+        with self._lock:
+            if message is None:
+                self._away.pop(edge, None)
+            else:
+                self._away[edge] = message
+            others = [other for other in self._edges if other is not edge]
+        user = edge.user
+        line = f":{source(user)} AWAY" + (f" :{message}" if message else "")
+        data = line.encode() + b"\n"
+        for other in others:
+            if other.wants_away_notify and other.shares_channel_with(user):
+                other.mailbox.push(data)  # (a line that is not JSON: the edge sends it as is)
+
+    # -- rendering a room's messages once for its IRC members
+
+    def rendered(self, frames: bytes, view: View) -> bytes | None:
+        """The IRC bytes of a block of room frames for ``view``, rendered once for all.
+
+        ``None`` when the block holds a frame that each edge must see itself (presence:
+        its idea of who is in the channel follows it), or anything but messages. The
+        members of a room are handed one block object (the connection's fast path), whose
+        hash Python keeps: a hit costs one lookup, however long the block.
+        """
+        key = (frames, view)
+        try:
+            return self._rendered[key]
+        except KeyError:
+            pass
+        data: bytes | None = b""
+        lines: list[str] = []
+        for raw in frames.split(b"\n"):
+            if not raw:
+                continue
+            if not raw.startswith(b'{"type":"message"') or b'"ref":' in raw:
+                data = None
+                break
+            lines += message_lines(view, json.loads(raw))
+        if data is not None:
+            data = ("\r\n".join(lines) + "\r\n").encode() if lines else b""
+        if len(self._rendered) >= RENDER_CACHE:
+            self._rendered.clear()
+        self._rendered[key] = data
+        return data

@@ -1,0 +1,150 @@
+"""What IRC users see of securechat's frames: frames in, IRC lines out (sans-I/O).
+
+Why a module of its own: the mapping from the JSON protocol's events to IRC lines is
+the part people read when they ask "what does an IRC user see of an edit?", so it lives
+in pure functions of a frame and of what the viewer negotiated (:class:`View`), tested
+without a connection.
+
+- A room message is ``PRIVMSG #room`` from its author; a direct message is ``PRIVMSG``
+  to the recipient's nick. A text of several lines becomes several lines, each cut to
+  fit 512 bytes (:func:`~securechat.server.irc.parse.split_text`); a text starting with
+  ``/me `` is a CTCP ACTION (what ``/me`` sends from an IRC client comes in that way).
+- ``msgid`` is the room's id, ``general/42``, or ``dm/17`` for a direct message (ids of
+  direct messages are unique among all of them); it is on the first line of a message.
+  ``time`` is the server's timestamp; ``account`` the author's user name.
+- An edit is a ``NOTICE`` from the editor to the channel: ``[edited general/42] new
+  text``. A deletion is ``REDACT #general general/42`` for clients that negotiated
+  ``draft/message-redaction``, else a ``NOTICE``: ``[deleted general/42]``.
+"""
+
+from dataclasses import dataclass
+
+from securechat.server.irc.parse import MAX_LINE, escape_tag, split_text
+
+__all__ = ["HOST", "View", "add_tags", "source", "tag_prefix", "text_lines"]
+
+HOST = "securechat"  # the host part of every user's IRC source: nick!nick@securechat
+
+
+def source(nick: str) -> str:
+    """The source (``nick!user@host``) of a user's lines: the user name throughout."""
+    return f"{nick}!{nick}@{HOST}"
+
+
+@dataclass(frozen=True)
+class View:
+    """What a client negotiated that changes the lines it gets (its rendering profile).
+
+    Frozen and hashable: clients with the same profile get the same bytes for a room's
+    message, which the gateway renders once for all of them.
+    """
+
+    server_time: bool = False
+    msgid: bool = False  # message-tags: msgid (and the other server tags)
+    account: bool = False  # account-tag
+    extended_join: bool = False
+    redaction: bool = False
+
+    @classmethod
+    def of(cls, caps: set[str]) -> "View":
+        tags = "message-tags" in caps
+        return cls(
+            server_time="server-time" in caps,
+            msgid=tags,
+            account="account-tag" in caps,
+            extended_join="extended-join" in caps,
+            redaction="draft/message-redaction" in caps,
+        )
+
+    def tags(self, ts: str | None, msgid: str | None, account: str | None) -> tuple[str, str]:
+        """Tag prefixes (``"@...; "`` or ``""``) for a message's first line and the others."""
+        rest = []
+        if self.server_time and ts:
+            rest.append(f"time={ts}")
+        if self.account and account:
+            rest.append(f"account={account}")
+        first = [f"msgid={msgid}", *rest] if self.msgid and msgid else rest
+        return tag_prefix(first), tag_prefix(rest)
+
+
+def tag_prefix(items: list[str]) -> str:
+    return "@" + ";".join(items) + " " if items else ""
+
+
+def add_tags(line: str, **tags: str) -> str:
+    """``line`` with more tags (values escaped), before those it has."""
+    items = ";".join(f"{key}={escape_tag(value)}" for key, value in tags.items())
+    if line.startswith("@"):
+        return f"@{items};{line[1:]}"
+    return f"@{items} {line}"
+
+
+def text_lines(
+    command: str, src: str, target: str, text: str, first_tags: str = "", rest_tags: str = ""
+) -> list[str]:
+    """``command`` (PRIVMSG or NOTICE) lines from ``src`` to ``target`` carrying ``text``.
+
+    One line per line of text, each cut to fit 512 bytes with its CR LF (tags are not
+    counted: they have their own limit); an empty line of text is sent as one space.
+    """
+    head = f":{src} {command} {target} :"
+    budget = MAX_LINE - 2 - len(head.encode())
+    lines = []
+    tags = first_tags
+    for number, line in enumerate(text.split("\n")):
+        action = number == 0 and line.startswith("/me ") and command == "PRIVMSG"
+        if action:
+            line = line[4:]
+        for piece in split_text(line or " ", budget - (9 if action else 0)):
+            body = f"\x01ACTION {piece}\x01" if action else piece
+            lines.append(f"{tags}{head}{body}")
+            tags = rest_tags
+    return lines
+
+
+def room_msgid(room: str, message_id: int) -> str:
+    return f"{room}/{message_id}"
+
+
+def dm_msgid(dm_id: int) -> str:
+    return f"dm/{dm_id}"
+
+
+def message_lines(view: View, frame: dict, command: str = "PRIVMSG") -> list[str]:
+    """A room ``message`` (or a history record) as the channel's lines."""
+    user, room = frame["user"], frame["room"]
+    first, rest = view.tags(frame["ts"], room_msgid(room, frame["id"]), user)
+    return text_lines(command, source(user), "#" + room, frame["text"], first, rest)
+
+
+def dm_lines(view: View, frame: dict, command: str = "PRIVMSG") -> list[str]:
+    """A ``dm`` as a line from its sender to its recipient's nick."""
+    sender = frame["from"]
+    first, rest = view.tags(frame["ts"], dm_msgid(frame["id"]), sender)
+    return text_lines(command, source(sender), frame["to"], frame["text"], first, rest)
+
+
+def edited_lines(view: View, frame: dict) -> list[str]:
+    """An ``edited`` as a NOTICE from the editor naming the message and its new text."""
+    user, room = frame["user"], frame["room"]
+    first, rest = view.tags(frame["ts"], None, user)
+    text = f"[edited {room_msgid(room, frame['id'])}] {frame['text']}"
+    return text_lines("NOTICE", source(user), "#" + room, text, first, rest)
+
+
+def deleted_lines(view: View, frame: dict) -> list[str]:
+    """A ``deleted`` as REDACT (draft/message-redaction) or a NOTICE saying which."""
+    by, room = frame["by"], frame["room"]
+    msgid = room_msgid(room, frame["id"])
+    tags, _ = view.tags(frame["ts"], None, by)
+    if view.redaction:
+        return [f"{tags}:{source(by)} REDACT #{room} {msgid}"]
+    return [f"{tags}:{source(by)} NOTICE #{room} :[deleted {msgid}]"]
+
+
+def join_line(view: View, user: str, room: str, ts: str | None = None) -> str:
+    """``user`` joins ``#room`` (with account and real name for extended-join)."""
+    tags, _ = view.tags(ts, None, user)
+    if view.extended_join:
+        return f"{tags}:{source(user)} JOIN #{room} {user} :{user}"
+    return f"{tags}:{source(user)} JOIN #{room}"

@@ -1,0 +1,286 @@
+"""The IRC edge without a socket: IRC lines in, frame lines out, frames in, IRC lines out."""
+
+import json
+import math
+
+import pytest
+
+from securechat.exceptions import ProtocolError
+from securechat.server.irc import IrcEdge, IrcGateway
+from securechat.server.irc.edge import EXCESS_FLOOD
+from securechat.server.limits import TokenBucket
+from securechat.server.mailbox import Mailbox
+from tests.server.irc.conftest import sasl_plain
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    """An edge, the frames it sent (by ref), and what it wrote (as lines)."""
+
+    def __init__(self, *, rate: float = 1e9, burst: int = 10**9, online: set[str] = frozenset(),
+                 cert_user: str | None = None) -> None:  # fmt: skip
+        self.clock = Clock()
+        self.online = set(online)
+        gateway = IrcGateway(is_online=self.online.__contains__,
+                             online_users=lambda: sorted(self.online),
+                             user_exists=lambda name: True)  # fmt: skip
+        self.edge = IrcEdge(gateway, busy=False, cert_user=cert_user,
+                            bucket=TokenBucket(rate, burst, self.clock), mailbox=Mailbox(),
+                            clock=self.clock)  # fmt: skip
+        self.sent: list[dict] = []
+        self.patient = True  # time passes until every line is handled (the fake lag waited)
+
+    def send(self, *lines: str) -> list[str]:
+        """Feed lines; the frames they made are kept; returns what is written at once."""
+        got = self.edge.receive("".join(line + "\r\n" for line in lines).encode())
+        self._keep(got)
+        while self.patient and self.edge.backlogged and not math.isinf(self.edge.resume_at):
+            self.clock.now += 100
+            self._keep(self.edge.receive(b""))
+        return self.written()
+
+    def resume(self) -> list[str]:
+        self._keep(self.edge.receive(b""))
+        return self.written()
+
+    def _keep(self, got: list) -> None:
+        for item in got:
+            self.sent.append(item if isinstance(item, ProtocolError) else json.loads(item))
+
+    def answer(self, frame: dict, **fields: object) -> list[str]:
+        """The session's answer to ``frame`` (its ref copied)."""
+        return self.frames({**fields, "ref": frame["ref"]})
+
+    def frames(self, *frames: dict) -> list[str]:
+        data = b"".join(json.dumps(frame).encode() + b"\n" for frame in frames)
+        return self.written(data)
+
+    def written(self, data: bytes = b"") -> list[str]:
+        out = self.edge.wire(data).decode()
+        assert out == "" or out.endswith("\r\n")
+        return out.split("\r\n")[:-1]
+
+    def last(self, kind: str) -> dict:
+        return [frame for frame in self.sent if frame.get("type") == kind][-1]
+
+    def register(self, user: str = "alice", **caps: bool) -> list[str]:
+        wanted = " ".join(["sasl", *(name.replace("_", "-") for name in caps)])
+        self.send("CAP LS 302", f"NICK {user}", f"USER {user} 0 * :Real Name")
+        self.send(f"CAP REQ :{wanted}", "AUTHENTICATE PLAIN")
+        self.send(f"AUTHENTICATE {sasl_plain(user, 'pw')}")
+        self.answer(self.last("login"), type="login_ok", user=user)
+        return self.send("CAP END")
+
+
+def numerics(lines: list[str]) -> list[str]:
+    return [line.split(" ")[1] for line in lines if line.startswith(":irc.securechat ")]
+
+
+@pytest.mark.parametrize(
+    "order", [("PASS", "NICK", "USER"), ("PASS", "USER", "NICK"), ("USER", "PASS", "NICK")]
+)
+def test_pass_nick_user_in_any_order_log_in_the_nick(order: tuple[str, ...]) -> None:
+    h = Harness()
+    commands = {"PASS": "PASS :secret words", "NICK": "NICK Alice", "USER": "USER a 0 * :A"}
+    for name in order[:-1]:
+        assert h.send(commands[name]) == []
+    h.send(commands[order[-1]])
+    login = h.last("login")
+    assert (login["user"], login["password"]) == ("alice", "secret words")
+    lines = h.answer(login, type="login_ok", user="alice")
+    assert numerics(lines)[:5] == ["001", "002", "003", "004", "005"]
+    assert "376" in numerics(lines) and lines[0].split()[2] == "alice"
+
+
+def test_pass_after_nick_and_user_is_too_late_as_the_rfcs_say() -> None:
+    h = Harness()
+    lines = h.send("NICK alice", "USER a 0 * :a", "PASS pw")
+    assert numerics(lines) == ["464"] and h.edge.finished
+    assert lines[-1] == "ERROR :Closing link: irc.securechat (not logged in)"
+    assert h.sent == []
+
+
+def test_pass_user_colon_password_logs_in_that_user_whose_name_becomes_the_nick() -> None:
+    h = Harness()
+    h.send("PASS bob:pw:with:colons", "NICK someone", "USER x 0 * :x")
+    login = h.last("login")
+    assert (login["user"], login["password"]) == ("bob", "pw:with:colons")
+    lines = h.answer(login, type="login_ok", user="bob")
+    assert lines[0] == ":irc.securechat 001 bob :Welcome to the securechat IRC gateway, bob"
+    assert any("Your nick is your user name here: bob, not someone" in line for line in lines)
+
+
+def test_a_wrong_password_is_464_and_the_end() -> None:
+    h = Harness()
+    h.send("PASS nope", "NICK alice", "USER a 0 * :a")
+    lines = h.answer(h.last("login"), type="error", code="auth_failed",
+                     message="wrong user name or password")  # fmt: skip
+    assert numerics(lines) == ["464"]
+    assert lines[-1].startswith("ERROR :Closing link")
+    assert h.edge.finished
+
+
+def test_cap_negotiation_holds_registration_and_sasl_failures_are_904() -> None:
+    h = Harness()
+    assert h.send("CAP LS 302")[0].startswith(":irc.securechat CAP * LS :account-tag ")
+    h.send("NICK alice", "USER alice 0 * :A", "CAP REQ :sasl server-time")
+    assert not h.edge.registered
+    h.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl_plain('alice', 'bad')}")
+    lines = h.answer(h.last("login"), type="error", code="auth_failed", message="wrong")
+    assert numerics(lines) == ["904"]
+    assert numerics(h.send("AUTHENTICATE FOO")) == ["908", "904"]
+    lines = h.send("CAP END")  # no login at all: 464, closed
+    assert numerics(lines) == ["464"] and h.edge.finished
+
+
+def test_sasl_external_needs_a_certificate_naming_a_user() -> None:
+    assert "sasl=PLAIN " in Harness().send("CAP LS 302")[0]
+    h = Harness(cert_user="carol")
+    assert "sasl=PLAIN,EXTERNAL" in h.send("CAP LS 302")[0]
+    h.send("NICK carol", "USER c 0 * :c", "CAP REQ sasl", "AUTHENTICATE EXTERNAL", "AUTHENTICATE +")
+    assert h.last("login") == {"type": "login", "user": "carol", "ref": h.last("login")["ref"]}
+
+
+def test_commands_before_registration_unknown_ones_and_missing_parameters() -> None:
+    h = Harness()
+    assert numerics(h.send("JOIN #general")) == ["451"]
+    assert numerics(h.send("FOO bar")) == ["421"]
+    assert numerics(h.send("USER alice")) == ["461"]
+    h.register()
+    assert numerics(h.send("JOIN")) == ["461"]
+    assert numerics(h.send("PRIVMSG #general")) == ["412"]
+    assert numerics(h.send("NICK bob")) == ["432"]
+    assert h.send("NICK ALICE") == []  # (the same nick: nothing to say)
+    assert numerics(h.send("USER a 0 * :b", "PASS x")) == ["462", "462"]
+
+
+def test_lines_over_the_limit_are_417_and_non_utf8_is_refused() -> None:
+    h = Harness()
+    h.register()
+    assert numerics(h.send("PRIVMSG #a :" + "x" * 600)) == ["417"]
+    got = h.edge.receive(b"PRIVMSG #a :caf\xe9\r\n")
+    assert got == []
+    assert h.written() == [
+        ":irc.securechat FAIL PRIVMSG INVALID_UTF8 :Message rejected: your IRC software must "
+        "send UTF-8"
+    ]
+
+
+def test_lines_after_a_login_wait_for_its_answer() -> None:
+    h = Harness()
+    h.send("PASS pw", "NICK alice", "USER a 0 * :a", "JOIN #general", "PING x")
+    assert [frame["type"] for frame in h.sent] == ["login"]
+    assert h.edge.backlogged and h.edge.resume_at == math.inf
+    h.answer(h.last("login"), type="login_ok", user="alice")
+    assert not math.isinf(h.edge.resume_at)
+    h.resume()
+    assert h.last("join")["room"] == "general"
+
+
+def test_replies_keep_the_order_of_commands_and_events_do_not_wait() -> None:
+    h = Harness()
+    h.register()
+    assert h.send("JOIN #general", "PING one") == []  # (PONG waits for the JOIN's lines)
+    join = h.last("join")
+    lines = h.frames(
+        {"type": "joined", "room": "general", "members": ["alice", "bob"], "last_id": 0,
+         "history": [], "ref": join["ref"]},
+        {"type": "presence", "room": "general", "user": "carol", "event": "join",
+         "ts": "2026-12-06T10:00:00.000Z"},
+    )  # fmt: skip
+    assert lines == [
+        ":alice!alice@securechat JOIN #general",
+        ":irc.securechat 353 alice = #general :alice bob",
+        ":irc.securechat 366 alice #general :End of /NAMES list",
+        ":irc.securechat PONG irc.securechat one",
+        ":carol!carol@securechat JOIN #general",
+    ]
+
+
+def test_labeled_responses_one_line_a_batch_or_ack() -> None:
+    h = Harness()
+    h.register(labeled_response=True, batch=True)
+    assert h.send("@label=p PING x") == ["@label=p :irc.securechat PONG irc.securechat x"]
+    assert h.send("@label=q PONG x") == ["@label=q :irc.securechat ACK"]
+    h.send("@label=j JOIN #general")
+    lines = h.answer(h.last("join"), type="joined", room="general", members=["alice"],
+                     last_id=0, history=[])  # fmt: skip
+    assert lines[0] == "@label=j :irc.securechat BATCH +1 labeled-response"
+    assert all(line.startswith("@batch=1 ") for line in lines[1:-1])
+    assert lines[-1] == ":irc.securechat BATCH -1"
+
+
+def test_own_messages_are_echoed_only_with_echo_message() -> None:
+    message = {"type": "message", "room": "general", "id": 7, "user": "alice", "text": "hi",
+               "ts": "2026-12-06T10:00:00.000Z"}  # fmt: skip
+    for caps, echoed in (({}, []), ({"echo_message": True},
+                                    [":alice!alice@securechat PRIVMSG #general :hi"])):  # fmt: skip
+        h = Harness()
+        h.register(**caps)
+        h.send("JOIN #general")
+        h.answer(h.last("join"), type="joined", room="general", members=["alice"], last_id=0,
+                 history=[])  # fmt: skip
+        h.send("PRIVMSG #general :\x02hi\x02")
+        assert h.last("send")["text"] == "hi"
+        assert h.answer(h.last("send"), **message) == echoed
+
+
+def test_direct_messages_before_the_welcome_come_after_it() -> None:
+    h = Harness()
+    h.send("CAP LS 302", "NICK alice", "USER alice 0 * :A", "CAP REQ sasl", "AUTHENTICATE PLAIN")
+    h.send(f"AUTHENTICATE {sasl_plain('alice', 'pw')}")
+    dm = {"type": "dm", "id": 3, "from": "bob", "to": "alice", "text": "while you were out",
+          "ts": "2026-12-06T10:00:00.000Z"}  # fmt: skip
+    login = h.last("login")
+    lines = h.frames({"type": "login_ok", "user": "alice", "ref": login["ref"]}, dm)
+    assert numerics(lines) == ["900", "903"]
+    lines = h.send("CAP END")
+    assert numerics(lines)[0] == "001"
+    assert lines[-1] == ":bob!bob@securechat PRIVMSG alice :while you were out"
+
+
+def test_presence_is_join_part_or_one_quit() -> None:
+    h = Harness(online={"alice", "bob"})
+    h.register()
+    h.send("JOIN #a,#b")
+    joins = [frame for frame in h.sent if frame.get("type") == "join"]
+    for join in joins:
+        h.answer(join, type="joined", room=join["room"], members=["alice", "bob"], last_id=0,
+                 history=[])  # fmt: skip
+    ts = "2026-12-06T10:00:00.000Z"
+    leave = {"type": "presence", "user": "bob", "event": "leave", "ts": ts}
+    assert h.frames({**leave, "room": "a"}) == [":bob!bob@securechat PART #a"]
+    h.online.discard("bob")
+    h.frames({**leave, "room": "a", "event": "join"})
+    assert h.frames({**leave, "room": "a"}, {**leave, "room": "b"}) == [
+        ":bob!bob@securechat QUIT :Quit: disconnected"
+    ]
+
+
+def test_fake_lag_delays_lines_over_the_allowance() -> None:
+    h = Harness(rate=2, burst=3)
+    h.register()
+    h.patient = False  # (the clock stands still: lines over the allowance wait)
+    h.clock.now += 10
+    assert len(h.send(*(f"PING {n}" for n in range(5)))) == 3  # the burst
+    assert h.edge.backlogged
+    assert h.edge.resume_at == pytest.approx(h.clock.now + 0.5)
+    assert h.resume() == []  # no token yet
+    h.clock.now += 0.5
+    assert h.resume() == [":irc.securechat PONG irc.securechat 3"]
+
+
+def test_flooding_far_past_the_allowance_is_excess_flood() -> None:
+    h = Harness(rate=1, burst=1)
+    got = h.edge.receive(b"PING x\r\n" * (EXCESS_FLOOD + 5))
+    assert isinstance(got[-1], ProtocolError) and got[-1].fatal
+    lines = h.written(b'{"type":"error","code":"rate_limited","message":"Excess Flood"}\n')
+    assert lines[-1] == "ERROR :Excess Flood"
+    assert h.edge.close() == b""  # (one ERROR)
