@@ -371,9 +371,14 @@ class Session:
             # Turned away unchecked: the throttle does not count it (the wait stays what it
             # was), this connection does (five failed logins of any kind close it).
             metrics.logins_throttled.inc()
+            log.info("login of %s from %s throttled", user, self.address,
+                     extra={"user": user, "address": self.address})  # fmt: skip
             raise ProtocolError("rate_limited", "too many failed logins; wait and try again",
                                 retry_after=wait, fatal=self._login_failed())  # fmt: skip
         tokens, token = self.hub.tokens, None
+        method = "token" if frame.token else "password" if frame.password else "certificate"
+        # For the log (JSON logs carry these as fields); never the password or the token.
+        fields = {"user": user, "address": self.address, "method": method}
         if frame.token is not None:  # (tokens are checked and issued here, in a login worker)
             self.token_hash = tokens.check(user, frame.token) if tokens is not None else None
             ok = self.token_hash is not None
@@ -387,6 +392,7 @@ class Session:
                 raise
         if ok:
             metrics.logins_ok.inc()
+            log.info("login of %s from %s (%s)", user, self.address, method, extra=fields)
             if throttle is not None:
                 throttle.succeeded(user, self.address)
             if tokens is not None and frame.token is None:
@@ -398,6 +404,7 @@ class Session:
             self.hub.register(self, frame.dm_after)  # after login_ok: the DMs due come next
             return
         metrics.logins_failed.inc()
+        log.info("failed login of %s from %s (%s)", user, self.address, method, extra=fields)
         if throttle is not None:
             throttle.failed(user, self.address)
         raise ProtocolError("auth_failed", AUTH_FAILED_MESSAGE, fatal=self._login_failed())

@@ -123,6 +123,8 @@ def test_json_logs_are_one_object_a_line_without_secrets(certs, passwd_path, tmp
     entries = [json.loads(line) for line in server.log]  # every line parses
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
     assert any(entry["message"].startswith("listening on ") for entry in entries)
+    [login] = [entry for entry in entries if entry["message"].startswith("login of alice")]
+    assert (login["user"], login["address"], login["method"]) == ("alice", "127.0.0.1", "password")
     text = "".join(server.log)
     assert USERS["alice"] not in text and token not in text
 
