@@ -18,6 +18,12 @@ failure callback instead: its sender is told ``unavailable`` (the write was not
 stored, try again), nobody else hears of it, and nothing in memory changed for it;
 the ids it had taken stay unused, a gap, never given to another message.
 
+Shared files: :meth:`Hub.post_file` posts a message or direct message carrying a
+file uploaded over HTTPS (the web edge's file API, whose uploader is no connection of
+the chat); it is committed and delivered like any other, and its sender hears of it
+through a callback with the frame. Deleting it tells the file store (:attr:`Hub.files`)
+that its bytes may go.
+
 Direct messages: each connection has a :class:`DmCursor`. After its login a
 catch-up reads the DMs it is due from the store, a page at a time as the connection
 takes them, and live delivery takes over once it has caught up, so each DM comes

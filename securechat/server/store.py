@@ -22,6 +22,11 @@ they work again, not once per write.
 
 SQLite runs in WAL mode; ``synchronous=NORMAL`` (the default) survives a crash of
 the process, ``fsync=True`` (``synchronous=FULL``) also a loss of power.
+
+Shared files (schema version 3): a message or direct message may carry a
+:class:`StoredFile`, committed with it as a row of the ``files`` table; the bytes live
+in the file store (``files.py``), which reads that table through :class:`FileIndex`.
+Deleting the message marks its file deleted in the same transaction.
 """
 
 import contextlib

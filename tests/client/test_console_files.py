@@ -86,8 +86,8 @@ def test_the_progress_line_has_bytes_rate_and_time_left():
 @pytest.mark.parametrize(
     ("name", "local"),
     [("notes.pdf", "notes.pdf"), ("../../.bashrc", "_.._.bashrc"), (".hidden", "hidden"),
-     ("a/b\\c", "a_b_c"), ("\x00\x1b[31m", "__[31m"), ("gpj.\u202eexe", "gpj.exe"), ("", "download"),
-     ("...", "download")],
+     ("a/b\\c", "a_b_c"), ("\x00\x1b[31m", "__[31m"), ("gpj.\u202eexe", "gpj.exe"),
+     ("", "download"), ("...", "download")],
 )  # fmt: skip
 def test_local_names_are_safe_to_save(name, local):
     assert console.local_name(name) == local
