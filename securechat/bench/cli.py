@@ -741,7 +741,8 @@ PEER_SCENARIOS = ("fanout", "rooms", "idle")  # the others have no IRC counterpa
 # -- report
 
 
-TRANSPORT_NAMES = {"line": "the line protocol", "ws": "WebSocket (ALPN http/1.1, /ws)"}
+TRANSPORT_NAMES = {"line": "the line protocol", "ws": "WebSocket (ALPN http/1.1, /ws)",
+                   "irc": "IRC/TLS (the gateway, --irc-port)"}  # fmt: skip
 
 
 def describe(scenario: str, opts: argparse.Namespace) -> str:
@@ -780,8 +781,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a("--scenario", default="fanout", choices=[*SCENARIOS, "all"])
     a("--peers", default="", help=f"comma-separated IRC peers to compare: {','.join(PEERS)}")
     a("--transport", default="line",
-      help="securechat's clients: line (the line protocol), ws (WebSocket), or line,ws "
-      "(both, interleaved: a securechat-ws/securechat column)")  # fmt: skip
+      help="securechat's clients: line (the line protocol), ws (WebSocket), irc (IRC "
+      "through its own gateway), or several, e.g. line,irc (interleaved: a "
+      "securechat-irc/securechat column)")  # fmt: skip
     a("--install-peers", action="store_true", help="apt-get/pip install missing peers")
     a("--duration", type=float, help="seconds of traffic per run (default 15 or 10)")
     a("--mode", choices=["open", "closed", "paced"], help="fanout sending mode (default closed)")

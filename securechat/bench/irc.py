@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("ngircd", "inspircd", "miniircd")
 # securechat's columns, by the transport its clients use (``--transport``): the line
 # protocol over TLS, or WebSocket text messages over TLS (ALPN http/1.1, upgrade to /ws).
-TRANSPORTS = {"line": "securechat", "ws": "securechat-ws"}
+TRANSPORTS = {"line": "securechat", "ws": "securechat-ws", "irc": "securechat-irc"}
 ALPN_HTTP = "http/1.1"
 APT_PACKAGES = {"ngircd": "ngircd", "inspircd": "inspircd"}
 INSTALL_TIMEOUT = 900.0
@@ -160,6 +160,16 @@ class IrcDialect:
     def _pong(msg: IrcLine) -> bytes:
         token = msg.params[-1] if msg.params else ""
         return f"PONG :{token}\r\n".encode()
+
+
+class GatewayDialect(IrcDialect):
+    """IRC to securechat's own IRC gateway (``--irc-port``): the same, with a login.
+
+    ``PASS user:password`` before NICK and USER (one ``login`` frame behind the gateway).
+    """
+
+    def hello(self, user: str, password: str) -> bytes:
+        return f"PASS {user}:{password}\r\n".encode() + super().hello(user, password)
 
 
 class Dialect(Protocol):
@@ -633,17 +643,21 @@ def run_meta(
     }
 
 
-def start_securechat(ws: Workspace, extra: list[str], tag: str) -> ServerProcess:
+def start_securechat(ws: Workspace, extra: list[str], tag: str, irc: bool = False) -> ServerProcess:
     """securechat's server of this checkout, on a free loopback port, own data directory.
 
     The subprocess imports the same ``securechat`` package as the bench (PYTHONPATH),
-    so a checkout benchmarks its own server, installed or not.
+    so a checkout benchmarks its own server, installed or not. ``irc``: with its IRC
+    gateway on another free port, which is then the server's ``port``.
     """
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "securechat.server.cli", "--cert", str(ws.certs.server),
             "--passwd", str(ws.passwd), "--host", "127.0.0.1", "--port", "0",
             "--data-dir", str(ws.dir / f"data-{tag}"), *extra]  # fmt: skip
     ready = re.compile(r"listening on \S+:(\d+)")
+    if irc:  # (logged just after "listening on")
+        argv += ["--irc-port", "0"]
+        ready = re.compile(r"IRC gateway \(TLS\) on \S+:(\d+)")
     server = ServerProcess(
         "securechat", argv, ready, ws.dir / f"securechat-{tag}.log", {"PYTHONPATH": path}
     )
@@ -718,12 +732,13 @@ def run_one(
         try:
             if transport is not None:
                 tag = tag if transport == "line" else f"{transport}-{tag}"
-                server = start_securechat(ws, opts.server_args, tag)
+                server = start_securechat(ws, opts.server_args, tag, irc=transport == "irc")
             else:
                 server = start_peer(name, peers[name], ws.dir / f"{name}-{tag}", ws.certs.server)
         except (StartError, OSError) as exc:
             return {"error": f"cannot start: {exc}"}
-        dialect: Dialect = SecurechatDialect() if transport is not None else IrcDialect()
+        dialect: Dialect = (IrcDialect() if transport is None else GatewayDialect()
+                            if transport == "irc" else SecurechatDialect())  # fmt: skip
         target = Target(name, dialect, "127.0.0.1", server.port, ws.context, server.pid,
                         server.connect_limit, transport or "line", ws.web_context)  # fmt: skip
     log(f"{scenario}: {name}: running")

@@ -13,6 +13,9 @@ whether there is a web edge) talks through an :class:`Edge` instead of the
 lines and the encoded frames into what is written, and answers HTTP requests itself
 until a WebSocket opens, when the session begins as a line client's does after the
 handshake. A line client's path (``edge is None``) is the same as without the edge.
+A connection of the IRC listener gets its edge from the handshake on (``opener``, the
+transport's :class:`~securechat.server.irc.IrcGateway`), which paces its input itself
+(IRC's fake lag: :attr:`Edge.resume_at`) instead of having the session refuse frames.
 """
 
 import contextlib
@@ -57,7 +60,7 @@ ALPN_HTTP = "http/1.1"  # the protocol a client names to get the web edge
 
 
 class Edge(Protocol):
-    """A protocol between the TLS byte stream and the session's frame lines (the web edge).
+    """A protocol between the TLS byte stream and the session's frame lines (web, IRC).
 
     Declared here so that the connection need not import the edges (the import
     contracts keep ``connection`` and ``web`` apart; the transport wires them).

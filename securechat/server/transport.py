@@ -188,6 +188,8 @@ class IOThread:
                 self._epoll.modify(connection.fd, events)
             connection.events = events
         when = connection.next_timer()
+        if when == math.inf:  # nothing to wait for but events (e.g. a login being checked)
+            return
         if connection.timer_at is None or when < connection.timer_at:
             connection.timer_at = when
             heapq.heappush(self._timers, (when, next(self._seq), connection))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from securechat.protocol.names import is_valid_name
 from securechat.server.irc import numerics as N
+from securechat.server.irc.edge import quiet
 from securechat.server.irc.history import chathistory
 from securechat.server.irc.parse import MAX_LINE, Message, format_line, strip_formatting
 from securechat.server.irc.render import HOST, dm_lines, join_line, message_lines, source
@@ -321,6 +322,7 @@ def privmsg(edge: "IrcEdge", msg: Message) -> None:
         if not notice:
             edge.numeric(N.ERR_TOOMANYTARGETS, msg.params[0], "Too many targets")
         return
+    echo = "echo-message" in edge.caps
     for target in targets:
         on_error = partial(_not_sent, edge, command, target)
         if target.startswith("#"):
@@ -331,7 +333,8 @@ def privmsg(edge: "IrcEdge", msg: Message) -> None:
                                  "join it first")  # fmt: skip
                 continue
             frame = {"type": "send", "room": room, "text": text}
-            edge.request(frame, partial(_echo, edge, command, message_lines), on_error)
+            edge.request(frame, partial(_echo, edge, command, message_lines) if echo else quiet,
+                         on_error)  # fmt: skip
         else:
             name = target.lower()
             if not is_valid_name(name):
@@ -340,16 +343,16 @@ def privmsg(edge: "IrcEdge", msg: Message) -> None:
                 continue
             frame = {"type": "dm", "to": name, "text": text}
             edge.dm_partners.add(name)
-            edge.request(frame, partial(_echo, edge, command, dm_lines), on_error)
+            edge.request(frame, partial(_echo, edge, command, dm_lines) if echo else quiet,
+                         on_error)  # fmt: skip
             if not notice and (away := edge.gateway.away_of(name)):
                 edge.numeric(N.RPL_AWAY, name, away)
 
 
 def _echo(edge: "IrcEdge", command: str, render: Callable, frame: "Frame") -> None:
-    """Our own message, stored: echoed (echo-message), else nothing (labels get ACK)."""
-    if "echo-message" in edge.caps:
-        for line in render(edge.view, frame, command):
-            edge.say(line)
+    """Our own message, stored, echoed (echo-message; without, nothing: labels get ACK)."""
+    for line in render(edge.view, frame, command):
+        edge.say(line)
 
 
 def _not_sent(edge: "IrcEdge", command: str, target: str, frame: "Frame") -> None:

@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_json
+
 from securechat.exceptions import ProtocolError
 from securechat.protocol.names import is_valid_name
 from securechat.server.irc import numerics as N
@@ -67,7 +69,7 @@ from securechat.server.session import Line
 if TYPE_CHECKING:
     from securechat.server.irc.gateway import IrcGateway
 
-__all__ = ["CAPABILITIES", "EXCESS_FLOOD", "IrcEdge", "Reply"]
+__all__ = ["CAPABILITIES", "EXCESS_FLOOD", "IrcEdge", "Reply", "quiet"]
 
 EXCESS_FLOOD = 100  # lines waiting for the allowance before the client is dropped
 SASL_LIMIT = 4096  # bytes of one SASL response (base64), in 400-byte chunks
@@ -82,7 +84,7 @@ Frame = dict[str, Any]
 Handler = Callable[[Frame], None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Reply:
     """The lines answering one command, sent once its frames are all answered."""
 
@@ -249,7 +251,7 @@ class IrcEdge:
         ref = frame["ref"] = str(self._next_ref)
         self._expect[ref] = (self._reply, handler, on_error)
         self._reply.waiting += 1
-        self._frames.append(json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode())
+        self._frames.append(to_json(frame))
 
     def batch_id(self) -> str:
         self._next_batch += 1
@@ -312,8 +314,6 @@ class IrcEdge:
 
     def _handle(self, item: bytes | TooLong) -> None:
         """One line from the client: parse, dispatch, queue its reply."""
-        from securechat.server.irc.commands import COMMANDS  # (commands imports this module)
-
         reply = self._reply = Reply("*")
         if item is TOO_LONG:
             reply.command = "*"
@@ -330,7 +330,7 @@ class IrcEdge:
                 reply.command = message.command
                 if "labeled-response" in self.caps:
                     reply.label = message.tags.get("label")
-                self._dispatch(message, COMMANDS)
+                self._dispatch(message, _commands())
         if reply.lines or reply.waiting or reply.label is not None:
             self._replies.append(reply)
 
@@ -358,6 +358,20 @@ class IrcEdge:
             if self._welcomed:
                 self._out.append(raw.decode())
             return
+        if self._welcomed and raw.startswith(b'{"type":"message"') and b'"ref":' not in raw:
+            if self._replies:
+                self._flush_replies()  # (what was answered before it)
+            self._out.append(self.gateway.message(raw, self.view))  # (rendered once for all)
+            return
+        if raw[-2:] == b'"}' and raw.startswith(QUIET_REPLIES):
+            # Our own message stored, without echo-message: nothing to say, no need to read
+            # it (its ref comes last: the hub adds it so).
+            at = raw.rfind(b',"ref":"')
+            expected = self._expect.get(raw[at + 8 : -2].decode()) if at != -1 else None
+            if expected is not None and expected[1] is quiet:
+                del self._expect[raw[at + 8 : -2].decode()]
+                expected[0].waiting -= 1
+                return
         frame = json.loads(raw)
         ref = frame.get("ref")
         if ref is not None and (expected := self._expect.pop(ref, None)) is not None:
@@ -611,6 +625,26 @@ def isupport(network: str) -> list[str]:
         "MSGREFTYPES=msgid", f"NETWORK={network}", "NICKLEN=32", "PREFIX=()",
         "TARGMAX=JOIN:,PART:,PRIVMSG:4,NOTICE:4,NAMES:,WHOIS:1", "UTF8ONLY",
     ]  # fmt: skip
+
+
+QUIET_REPLIES = (b'{"type":"message"', b'{"type":"dm"')
+
+
+def quiet(frame: Frame) -> None:
+    """The handler of a message of ours stored, for a client without echo-message."""
+
+
+def _commands() -> dict[str, tuple[int, Callable]]:
+    """The command table (:mod:`.commands` imports this module: looked up once, later)."""
+    global _COMMANDS
+    if _COMMANDS is None:
+        from securechat.server.irc.commands import COMMANDS
+
+        _COMMANDS = COMMANDS
+    return _COMMANDS
+
+
+_COMMANDS: dict[str, tuple[int, Callable]] | None = None
 
 
 def _in_batch(line: str) -> bool:

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 __all__ = ["IrcGateway"]
 
 SERVER_NAME = "irc.securechat"
-RENDER_CACHE = 256  # rendered room messages kept (a fanout is over in moments); cleared when full
+# Kept rendered (a fanout is over in moments; each is cleared when full): blocks (up to a
+# write's 256 KiB each, so few) and single messages (at most 16 KiB of text each).
+BLOCK_CACHE = 64
+MESSAGE_CACHE = 1024
 
 
 class IrcGateway:
@@ -56,7 +59,9 @@ class IrcGateway:
         self._lock = threading.Lock()
         self._edges: weakref.WeakSet[IrcEdge] = weakref.WeakSet()
         self._away: weakref.WeakKeyDictionary[IrcEdge, str] = weakref.WeakKeyDictionary()
-        self._rendered: dict[tuple[bytes, View], bytes | None] = {}
+        self._rendered: dict[tuple[bytes, View], bytes | None] = {}  # blocks
+        self._messages: dict[tuple[bytes, View], bytes] = {}  # single messages
+        self._texts: dict[tuple[bytes, View], str] = {}  # the same, as text without CR LF
 
     def open(
         self, *, busy: bool, cert_user: str | None, bucket: TokenBucket, mailbox: Mailbox
@@ -101,26 +106,46 @@ class IrcGateway:
 
         ``None`` when the block holds a frame that each edge must see itself (presence:
         its idea of who is in the channel follows it), or anything but messages. The
-        members of a room are handed one block object (the connection's fast path), whose
-        hash Python keeps: a hit costs one lookup, however long the block.
+        members of a room at one position are handed one block object (the connection's
+        fast path), whose hash Python keeps: a hit costs one lookup. Members at other
+        positions get other blocks of the same frames: each message is rendered once too.
         """
+        blocks = self._rendered
         key = (frames, view)
         try:
-            return self._rendered[key]
+            return blocks[key]
         except KeyError:
             pass
-        data: bytes | None = b""
-        lines: list[str] = []
+        parts: list[bytes] = []
+        data: bytes | None = None
+        messages = self._messages
         for raw in frames.split(b"\n"):
             if not raw:
                 continue
             if not raw.startswith(b'{"type":"message"') or b'"ref":' in raw:
-                data = None
                 break
-            lines += message_lines(view, json.loads(raw))
-        if data is not None:
-            data = ("\r\n".join(lines) + "\r\n").encode() if lines else b""
-        if len(self._rendered) >= RENDER_CACHE:
-            self._rendered.clear()
-        self._rendered[key] = data
+            part = messages.get((raw, view))
+            if part is None:
+                lines = message_lines(view, json.loads(raw))
+                part = ("\r\n".join(lines) + "\r\n").encode()
+                if len(messages) >= MESSAGE_CACHE:
+                    messages.clear()
+                messages[raw, view] = part
+            parts.append(part)
+        else:
+            data = b"".join(parts)
+        if len(blocks) >= BLOCK_CACHE:
+            blocks.clear()
+        blocks[key] = data
         return data
+
+    def message(self, frame: bytes, view: View) -> str:
+        """The IRC lines (CR LF between them) of one room ``message`` frame without a ref."""
+        key = (frame, view)
+        text = self._texts.get(key)
+        if text is None:
+            text = "\r\n".join(message_lines(view, json.loads(frame)))
+            if len(self._texts) >= MESSAGE_CACHE:
+                self._texts.clear()
+            self._texts[key] = text
+        return text

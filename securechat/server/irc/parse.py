@@ -74,7 +74,7 @@ class InvalidUtf8(ValueError):
         self.command = command
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """One parsed IRC line: tags, source (empty from a client), command, parameters.
 

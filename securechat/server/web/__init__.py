@@ -9,7 +9,8 @@ protocol as before. ``GET /`` and the other files of the web client come from
 WebSocket whose text messages are the protocol's frames, one each, with the limits,
 rate limits and errors of the line protocol (:mod:`.websocket`).
 
-Everything here is sans-I/O (``h11`` for HTTP, ``wsproto`` for WebSocket): the
+Everything here is sans-I/O (``h11`` for HTTP, ``wsproto`` for the upgrade, the
+``websockets`` core for the frames after it): the
 connection's I/O thread owns the socket and feeds the bytes in, so a browser costs what
 a line client costs: no thread, no second event loop. The connection reaches this
 package only through the small interface it declares

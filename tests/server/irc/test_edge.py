@@ -284,3 +284,29 @@ def test_flooding_far_past_the_allowance_is_excess_flood() -> None:
     lines = h.written(b'{"type":"error","code":"rate_limited","message":"Excess Flood"}\n')
     assert lines[-1] == "ERROR :Excess Flood"
     assert h.edge.close() == b""  # (one ERROR)
+
+
+def test_a_block_of_messages_is_rendered_once_and_presence_is_seen_by_each_edge() -> None:
+    a, b = Harness(online={"bob"}), Harness(online={"bob"})
+    b.edge.gateway = a.edge.gateway  # (two members of one server)
+    for h in (a, b):
+        h.register()
+        h.send("JOIN #general")
+        h.answer(h.last("join"), type="joined", room="general", members=["alice"], last_id=0,
+                 history=[])  # fmt: skip
+    ts = "2026-12-06T10:00:00.000Z"
+    block = b"".join(
+        json.dumps({"type": "message", "room": "general", "id": n, "user": "bob",
+                    "text": f"m{n}", "ts": ts}, separators=(",", ":")).encode() + b"\n"
+        for n in (1, 2)
+    )  # fmt: skip
+    first = a.edge.wire(block)
+    assert first == (b":bob!bob@securechat PRIVMSG #general :m1\r\n"
+                     b":bob!bob@securechat PRIVMSG #general :m2\r\n")  # fmt: skip
+    assert b.edge.wire(block) is first  # (the same bytes: rendered once)
+    presence = json.dumps({"type": "presence", "room": "general", "user": "bob", "event": "join",
+                           "ts": ts}).encode() + b"\n"  # fmt: skip
+    assert a.edge.gateway.rendered(presence + block, a.edge.view) is None
+    for h in (a, b):
+        assert h.written(presence + block)[0] == ":bob!bob@securechat JOIN #general"
+        assert h.edge.channels["general"] == {"alice", "bob"}
