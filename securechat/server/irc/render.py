@@ -110,18 +110,36 @@ def dm_msgid(dm_id: int) -> str:
     return f"dm/{dm_id}"
 
 
+def shown_text(frame: dict) -> str:
+    """A message's text, and a line naming its file if it carries one (``[file] ...``).
+
+    IRC has no attachments: the file is named with its size and id, which the terminal
+    client's ``/download ID`` and the web client fetch (they hold a login token).
+    """
+    text, file = frame["text"], frame.get("file")
+    if not file:
+        return text
+    size, shown = file["size"], f"{file['size']} bytes"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            shown = f"{size / scale:.1f} {unit}"
+            break
+    line = f"[file] {file['name']} ({shown}, id {file['id']})"
+    return f"{text}\n{line}" if text else line
+
+
 def message_lines(view: View, frame: dict, command: str = "PRIVMSG") -> list[str]:
     """A room ``message`` (or a history record) as the channel's lines."""
     user, room = frame["user"], frame["room"]
     first, rest = view.tags(frame["ts"], room_msgid(room, frame["id"]), user)
-    return text_lines(command, source(user), "#" + room, frame["text"], first, rest)
+    return text_lines(command, source(user), "#" + room, shown_text(frame), first, rest)
 
 
 def dm_lines(view: View, frame: dict, command: str = "PRIVMSG") -> list[str]:
     """A ``dm`` as a line from its sender to its recipient's nick."""
     sender = frame["from"]
     first, rest = view.tags(frame["ts"], dm_msgid(frame["id"]), sender)
-    return text_lines(command, source(sender), frame["to"], frame["text"], first, rest)
+    return text_lines(command, source(sender), frame["to"], shown_text(frame), first, rest)
 
 
 def edited_lines(view: View, frame: dict) -> list[str]:

@@ -181,3 +181,17 @@ def test_a_lone_cr_ends_a_line_and_nul_is_dropped() -> None:
     assert splitter.feed(b"FROB\rPING x\r\n\r\n\nNICK a\n") == [b"FROB", b"PING x", b"NICK a"]
     msg = parse(b"NICK al\0ice")
     assert msg is not None and msg.params == ["alice"]
+
+
+def test_a_message_with_a_file_names_it_on_a_line_of_its_own() -> None:
+    file = {"id": 7, "name": "notes.pdf", "size": 3 * 1024 * 1024 // 2, "sha256": "0" * 64,
+            "mime": "application/octet-stream"}  # fmt: skip
+    frame = {"room": "general", "id": 4, "user": "ann", "ts": "2026-12-06T00:00:00.000Z"}
+    captioned = message_lines(View(), {**frame, "text": "the minutes", "file": file})
+    assert captioned == [
+        ":ann!ann@securechat PRIVMSG #general :the minutes",
+        ":ann!ann@securechat PRIVMSG #general :[file] notes.pdf (1.5 MiB, id 7)",
+    ]
+    bare = dm_lines(View(), {"id": 9, "from": "ann", "to": "bob", "ts": frame["ts"], "text": "",
+                             "file": {**file, "size": 12}})  # fmt: skip
+    assert bare == [":ann!ann@securechat PRIVMSG bob :[file] notes.pdf (12 bytes, id 7)"]
