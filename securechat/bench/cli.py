@@ -4,9 +4,11 @@ Why a bench of our own: "fast" only means something next to the servers people w
 pick instead, measured on the same machine in the same run. So this starts the server
 under test itself (securechat, and with ``--peers`` ngircd, InspIRCd and miniircd over
 IRC/TLS, see :mod:`securechat.bench.irc`), drives it from this separate process with
-asyncio TLS clients, and reads the server's CPU, memory, threads and descriptors from
-``/proc``. Every message carries ``~sender.seq.send_time~`` in its text, so receivers
-measure end-to-end latency and count lost and duplicated messages per sender.
+asyncio TLS clients (securechat's speak the line protocol or, with ``--transport``,
+WebSocket or IRC through its gateway), and reads the server's CPU, memory, threads and
+descriptors from ``/proc``. Every message carries ``~sender.seq.send_time~`` in its
+text, so receivers measure end-to-end latency and count lost and duplicated messages
+per sender.
 
 The load generator is one Python process on one core; it reports its own CPU time and
 says when it was the bottleneck (then a peer's numbers are a lower bound). Everything is
@@ -264,7 +266,9 @@ class WsConn(Conn):
     lines. A frame header (an opcode byte, a length) never forms a mark: marks sit
     inside the ``text`` string, and a header sits between a ``}`` and a ``{``. A block
     is cut after its last ``}`` (no mark crosses one); the rare control frame (a
-    ``ping``, an ``error``) is read as the JSON object around its marker.
+    ``ping``, an ``error``) is read as the JSON object around its marker. (The server
+    sends no WebSocket pings in traffic: its pings are protocol frames; during setup a
+    WebSocket ping is answered.)
     """
 
     def __init__(self, run: Run, dialect: Dialect, index: int, user: str, password: str,
