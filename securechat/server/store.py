@@ -492,12 +492,17 @@ class SqliteStore:
                 f"the database {self.path} has schema version {version}, newer than this "
                 f"server's {SCHEMA_VERSION}: upgrade securechat or use another --data-dir"
             )
+        first = version
         while version < SCHEMA_VERSION:
             with self._transaction(self._writer):
                 self._writer.executescript(f"BEGIN;{_MIGRATIONS[version]}")
                 version += 1
                 self._writer.execute(f"PRAGMA user_version={version}")
-            log.info("database %s migrated to schema version %d", self.path, version)
+        if first == 0:
+            log.info("database %s created (schema version %d)", self.path, version)
+        elif first < version:
+            log.info("database %s migrated from schema version %d to %d", self.path, first,
+                     version)  # fmt: skip
 
     @staticmethod
     @contextlib.contextmanager
