@@ -324,7 +324,7 @@ def privmsg(edge: "IrcEdge", msg: Message) -> None:
         return
     echo = "echo-message" in edge.caps
     for target in targets:
-        on_error = partial(_not_sent, edge, command, target)
+        on_error = partial(not_sent, edge, command, target)
         if target.startswith("#"):
             room = room_of(target)
             if room is None or room not in edge.channels:
@@ -355,7 +355,7 @@ def _echo(edge: "IrcEdge", command: str, render: Callable, frame: "Frame") -> No
         edge.say(line)
 
 
-def _not_sent(edge: "IrcEdge", command: str, target: str, frame: "Frame") -> None:
+def not_sent(edge: "IrcEdge", command: str, target: str, frame: "Frame") -> None:
     code, message = frame["code"], frame["message"]
     if code in ("unavailable", "internal"):
         edge.fail(command, code.upper(), target, message)

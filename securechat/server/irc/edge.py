@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -51,6 +52,7 @@ from securechat.server.irc.parse import (
     TooLong,
     format_line,
     parse,
+    strip_formatting,
 )
 from securechat.server.irc.render import (
     View,
@@ -135,6 +137,7 @@ class IrcEdge:
         # Registration
         self.caps: set[str] = set()
         self.view = View()
+        self._renders = gateway.renders(self.view)  # (the view's rendered messages)
         self.nick = ""  # as given by NICK until the welcome; the user name from then on
         self.user = ""  # the logged-in user name
         self.realname = ""
@@ -206,12 +209,21 @@ class IrcEdge:
 
     def wire(self, frames: bytes) -> bytes:
         """Our lines waiting, then the IRC lines of ``frames`` (encoded frames, ``\\n`` each)."""
-        if frames and self._welcomed and not self._out and not self._replies:
-            data = self.gateway.rendered(frames, self.view)  # (the hot path: a room's messages)
+        # The hot path: a room's messages, rendered once for all. Replies still waiting for
+        # their frames' answers (a sender's own messages) are no reason to leave it: none
+        # of them could go out before these events anyway.
+        replies = self._replies
+        if frames and self._welcomed and not self._out and (not replies or replies[0].waiting):
+            data = self.gateway.rendered(frames, self.view)
             if data is not None:
                 return data
         if frames:
-            for raw in frames.split(b"\n"):
+            lines = frames.split(b"\n")
+            if self._welcomed and not self._out:
+                data = self._wire_messages(lines)
+                if data is not None:
+                    return data
+            for raw in lines:
                 if raw:
                     self._frame(raw)
         self._flush_replies()
@@ -220,6 +232,39 @@ class IrcEdge:
         out = "\r\n".join(self._out) + "\r\n"
         self._out = []
         return out.encode()
+
+    def _wire_messages(self, lines: list[bytes]) -> bytes | None:
+        """A sender's hot path: room messages and the silent answers to its own, as bytes.
+
+        The same as :meth:`_frame` for each (messages rendered once for all, answers with
+        nothing to say counted), without making a string of each message. None as soon as
+        a frame needs more (or an answer completes a reply with lines of its own): the
+        frames from there on take the general path, after the lines made so far.
+        """
+        parts: list[bytes] = []
+        replies = self._replies
+        message, view, cache = self.gateway.rendered_message, self.view, self._renders
+        for index, raw in enumerate(lines):
+            if not raw:
+                continue
+            if raw.startswith(b'{"type":"message"') and b'"ref":' not in raw:
+                if not replies or replies[0].waiting:
+                    parts.append(cache.get(raw) or message(raw, view, cache))
+                    continue
+            elif self._quiet_answer(raw):
+                if replies and not replies[0].waiting:
+                    self._flush_replies()
+                    if self._out:  # (lines of replies answered: after the events so far)
+                        if parts:
+                            self._out.insert(0, b"".join(parts)[:-2].decode())
+                        del lines[: index + 1]
+                        return None
+                continue
+            if parts:
+                self._out.append(b"".join(parts)[:-2].decode())
+            del lines[:index]
+            return None
+        return b"".join(parts)
 
     def close(self) -> bytes:
         """``ERROR`` as the last line, unless one was sent."""
@@ -314,6 +359,8 @@ class IrcEdge:
 
     def _handle(self, item: bytes | TooLong) -> None:
         """One line from the client: parse, dispatch, queue its reply."""
+        if isinstance(item, bytes) and item.startswith(b"PRIVMSG #") and self._say(item):
+            return
         reply = self._reply = Reply("*")
         if item is TOO_LONG:
             reply.command = "*"
@@ -333,6 +380,39 @@ class IrcEdge:
                 self._dispatch(message, _commands())
         if reply.lines or reply.waiting or reply.label is not None:
             self._replies.append(reply)
+
+    def _say(self, line: bytes) -> bool:
+        """The hot path of a sender: ``PRIVMSG #room :text`` to a joined channel, no tags.
+
+        The ``send`` frame that :func:`~.commands.privmsg` would make, made without
+        parsing the line in general; False (nothing done) for any other shape of line,
+        which takes the general path (so do a CTCP, a NUL, a text that is not UTF-8 or
+        that is left empty, and echo-message, whose echo the command's handler renders).
+        The session validates the frame as any other.
+        """
+        at = line.find(b" :", 9)
+        if at == -1 or not self.registered or "echo-message" in self.caps:
+            return False
+        target = line[9:at]
+        if b" " in target or b"," in target or b"\0" in line or b"\x01" in line:
+            return False
+        room = target.decode("latin-1").lower()
+        if room not in self.channels:
+            return False
+        try:
+            text = line[at + 2 :].decode()
+        except UnicodeDecodeError:
+            return False
+        if not text.isprintable():  # (else there is nothing to strip: all codes are not)
+            text = strip_formatting(text)
+        text = text.strip()
+        if not text or text == "/me":
+            return False
+        reply = self._reply = Reply("PRIVMSG")
+        self.request({"type": "send", "room": room, "text": text}, quiet,
+                     partial(_not_sent(), self, "PRIVMSG", "#" + target.decode()))  # fmt: skip
+        self._replies.append(reply)
+        return True
 
     def _dispatch(self, message: Message, commands: dict[str, tuple[int, Callable]]) -> None:
         command = message.command
@@ -363,15 +443,8 @@ class IrcEdge:
                 self._flush_replies()  # (what was answered before it)
             self._out.append(self.gateway.message(raw, self.view))  # (rendered once for all)
             return
-        if raw[-2:] == b'"}' and raw.startswith(QUIET_REPLIES):
-            # Our own message stored, without echo-message: nothing to say, no need to read
-            # it (its ref comes last: the hub adds it so).
-            at = raw.rfind(b',"ref":"')
-            expected = self._expect.get(raw[at + 8 : -2].decode()) if at != -1 else None
-            if expected is not None and expected[1] is quiet:
-                del self._expect[raw[at + 8 : -2].decode()]
-                expected[0].waiting -= 1
-                return
+        if self._quiet_answer(raw):
+            return
         frame = json.loads(raw)
         ref = frame.get("ref")
         if ref is not None and (expected := self._expect.pop(ref, None)) is not None:
@@ -386,6 +459,21 @@ class IrcEdge:
             reply.waiting -= 1
             return
         self._event(frame)
+
+    def _quiet_answer(self, raw: bytes) -> bool:
+        """Our own message stored, without echo-message: nothing to say, no need to read
+        it (its ref comes last: the hub adds it so). Counted as answered: True."""
+        if raw[-2:] == b'"}' and raw.startswith(QUIET_REPLIES):
+            at = raw.rfind(b',"ref":"')
+            if at == -1:
+                return False
+            ref = raw[at + 8 : -2].decode()
+            expected = self._expect.get(ref)
+            if expected is not None and expected[1] is quiet:
+                del self._expect[ref]
+                expected[0].waiting -= 1
+                return True
+        return False
 
     def _event(self, frame: Frame) -> None:
         kind = frame.get("type")
@@ -538,6 +626,7 @@ class IrcEdge:
         self.registered = True
         self._reply.welcome = True
         self.view = View.of(self.caps)
+        self._renders = gateway.renders(self.view)
         self.numeric(N.RPL_WELCOME, f"Welcome to the {gateway.network} IRC gateway, {self.nick}")
         self.numeric(N.RPL_YOURHOST, f"Your host is {self.server}, running version "
                      f"{gateway.version}")  # fmt: skip
@@ -571,6 +660,7 @@ class IrcEdge:
         self.caps -= removed
         if self.registered:
             self.view = View.of(self.caps)
+            self._renders = self.gateway.renders(self.view)
 
     def hold_registration(self, hold: bool) -> None:
         self._cap_hold = hold
@@ -645,6 +735,19 @@ def _commands() -> dict[str, tuple[int, Callable]]:
 
 
 _COMMANDS: dict[str, tuple[int, Callable]] | None = None
+
+
+def _not_sent() -> Callable:
+    """The handler of a ``send`` refused (:mod:`.commands`'s, looked up once, later)."""
+    global _NOT_SENT
+    if _NOT_SENT is None:
+        from securechat.server.irc.commands import not_sent
+
+        _NOT_SENT = not_sent
+    return _NOT_SENT
+
+
+_NOT_SENT: Callable | None = None
 
 
 def _in_batch(line: str) -> bool:

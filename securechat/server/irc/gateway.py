@@ -28,7 +28,7 @@ __all__ = ["IrcGateway"]
 
 SERVER_NAME = "irc.securechat"
 # Kept rendered (a fanout is over in moments; each is cleared when full): blocks (up to a
-# write's 256 KiB each, so few) and single messages (at most 16 KiB of text each).
+# write's 256 KiB each, so few) and single messages (at most 16 KiB of text each), per view.
 BLOCK_CACHE = 64
 MESSAGE_CACHE = 1024
 
@@ -60,8 +60,7 @@ class IrcGateway:
         self._edges: weakref.WeakSet[IrcEdge] = weakref.WeakSet()
         self._away: weakref.WeakKeyDictionary[IrcEdge, str] = weakref.WeakKeyDictionary()
         self._rendered: dict[tuple[bytes, View], bytes | None] = {}  # blocks
-        self._messages: dict[tuple[bytes, View], bytes] = {}  # single messages
-        self._texts: dict[tuple[bytes, View], str] = {}  # the same, as text without CR LF
+        self._messages: dict[View, dict[bytes, bytes]] = {}  # single messages, by view
 
     def open(
         self, *, busy: bool, cert_user: str | None, bucket: TokenBucket, mailbox: Mailbox
@@ -118,20 +117,13 @@ class IrcGateway:
             pass
         parts: list[bytes] = []
         data: bytes | None = None
-        messages = self._messages
+        cache = self.renders(view)
         for raw in frames.split(b"\n"):
             if not raw:
                 continue
             if not raw.startswith(b'{"type":"message"') or b'"ref":' in raw:
                 break
-            part = messages.get((raw, view))
-            if part is None:
-                lines = message_lines(view, json.loads(raw))
-                part = ("\r\n".join(lines) + "\r\n").encode()
-                if len(messages) >= MESSAGE_CACHE:
-                    messages.clear()
-                messages[raw, view] = part
-            parts.append(part)
+            parts.append(cache.get(raw) or self.rendered_message(raw, view, cache))
         else:
             data = b"".join(parts)
         if len(blocks) >= BLOCK_CACHE:
@@ -141,11 +133,34 @@ class IrcGateway:
 
     def message(self, frame: bytes, view: View) -> str:
         """The IRC lines (CR LF between them) of one room ``message`` frame without a ref."""
-        key = (frame, view)
-        text = self._texts.get(key)
-        if text is None:
-            text = "\r\n".join(message_lines(view, json.loads(frame)))
-            if len(self._texts) >= MESSAGE_CACHE:
-                self._texts.clear()
-            self._texts[key] = text
-        return text
+        return self.rendered_message(frame, view)[:-2].decode()
+
+    def renders(self, view: View) -> dict[bytes, bytes]:
+        """The rendered messages of ``view`` (by frame): one dict per view, kept.
+
+        An edge holds its view's, so that a message costs it one lookup by its bytes.
+        """
+        cache = self._messages.get(view)
+        if cache is None:
+            with self._lock:
+                cache = self._messages.setdefault(view, {})
+        return cache
+
+    def rendered_message(
+        self, frame: bytes, view: View, cache: dict[bytes, bytes] | None = None
+    ) -> bytes:
+        """One room ``message`` frame's IRC lines, each ending in CR LF: rendered once.
+
+        (Blocks and single messages share this cache: each message is parsed once per
+        view.) ``cache`` is :meth:`renders` of ``view``, when the caller holds it.
+        """
+        if cache is None:
+            cache = self.renders(view)
+        part = cache.get(frame)
+        if part is None:
+            lines = message_lines(view, json.loads(frame))
+            part = ("\r\n".join(lines) + "\r\n").encode()
+            if len(cache) >= MESSAGE_CACHE:
+                cache.clear()
+            cache[frame] = part
+        return part

@@ -310,3 +310,70 @@ def test_a_block_of_messages_is_rendered_once_and_presence_is_seen_by_each_edge(
     for h in (a, b):
         assert h.written(presence + block)[0] == ":bob!bob@securechat JOIN #general"
         assert h.edge.channels["general"] == {"alice", "bob"}
+
+
+def _joined(h: Harness) -> None:
+    h.register()
+    h.send("JOIN #general")
+    h.answer(h.last("join"), type="joined", room="general", members=["alice"], last_id=0,
+             history=[])  # fmt: skip
+
+
+PRIVMSG_LINES = [
+    b"PRIVMSG #general :hi there",
+    b"PRIVMSG #General :\x02bold\x02 and \x0304,01red\x03  ",
+    b"PRIVMSG #general :caf\xc3\xa9 \xe2\x9c\x93",
+    b"PRIVMSG #general :caf\xe9",  # (not UTF-8)
+    b"PRIVMSG #general :\x01ACTION waves\x01",
+    b"PRIVMSG #general :\x01VERSION\x01",
+    b"PRIVMSG #general :",
+    b"PRIVMSG #general :   ",
+    b"PRIVMSG #general :/me",
+    b"PRIVMSG #general :a \x00b",
+    b"PRIVMSG #gen\x00eral :nul in the target",
+    b"PRIVMSG #general extra :two middle parameters",
+    b"PRIVMSG #general,#general :twice",
+    b"PRIVMSG #other :not joined",
+    b'PRIVMSG #general :quotes " and \\ and \t tab',
+    b"PRIVMSG #general : :colon",
+]
+
+
+@pytest.mark.parametrize("line", PRIVMSG_LINES)
+def test_the_privmsg_fast_path_does_what_the_general_path_does(
+    line: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = Harness()
+    _joined(fast)
+    out_fast = fast.edge.receive(line + b"\r\n")
+    written_fast = fast.written()
+    monkeypatch.setattr(IrcEdge, "_say", lambda self, line: False)
+    general = Harness()
+    _joined(general)
+    assert fast.edge.receive(b"") == []
+    assert out_fast == general.edge.receive(line + b"\r\n")
+    assert written_fast == general.written()
+    for h in (fast, general):  # (a refusal is answered the same way too)
+        h._keep(out_fast)
+    if out_fast:
+        refusal = {"type": "error", "code": "not_member", "message": "join it first"}
+        assert fast.answer(fast.last("send"), **refusal) == general.answer(
+            general.last("send"), **refusal
+        )
+
+
+def test_a_sender_waiting_for_its_messages_answers_gets_the_shared_block() -> None:
+    a, b = Harness(), Harness()
+    b.edge.gateway = a.edge.gateway
+    for h in (a, b):
+        _joined(h)
+    a.send("PRIVMSG #general :mine")  # (its answer has not come yet)
+    block = json.dumps({"type": "message", "room": "general", "id": 1, "user": "bob",
+                        "text": "m1", "ts": "2026-12-06T10:00:00.000Z"},
+                       separators=(",", ":")).encode() + b"\n"  # fmt: skip
+    first = b.edge.wire(block)
+    assert a.edge.wire(block) is first
+    stored = {"type": "message", "room": "general", "id": 2, "user": "alice", "text": "mine",
+              "ts": "2026-12-06T10:00:00.000Z"}  # fmt: skip
+    assert a.answer(a.last("send"), **stored) == []
+    assert not a.edge._replies
