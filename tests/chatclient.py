@@ -13,55 +13,23 @@ from typing import Any
 Frame = dict[str, Any]
 
 
-class ChatClient:
-    def __init__(
-        self,
-        address: tuple[str, int],
-        cafile: Path,
-        *,
-        timeout: float = 10.0,
-        rcvbuf: int | None = None,
-        source: str | None = None,
-        cert: Path | None = None,
-    ) -> None:
-        """``source``: the local address to connect from; ``cert``: a client certificate."""
-        context = ssl.create_default_context(cafile=str(cafile))
-        if cert is not None:
-            context.load_cert_chain(str(cert))
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        raw = socket.socket(family, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect, so the TCP window stays small
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if source is not None:
-            raw.bind((source, 0))
-        raw.settimeout(timeout)
-        raw.connect(address)
-        self.sock = context.wrap_socket(raw, server_hostname="localhost")
-        self.timeout = timeout
-        self._buffer = b""
-        self.backlog: deque[Frame] = deque()
-        self.closed = False
-        self.last_ref = ""
+class FrameClient:
+    """What every test client of the protocol shares, whatever carries its frames:
+    a backlog of frames read past, and waiting for the one that matches.
+
+    A subclass sets ``timeout`` and ``backlog`` and reads one frame with
+    :meth:`_read_frame` (by a deadline) and sends one with :meth:`send`.
+    """
+
+    timeout: float
+    backlog: deque[Frame]
+    last_ref = ""
 
     def send(self, **frame: Any) -> None:
-        self.send_raw(json.dumps(frame).encode() + b"\n")
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        raise NotImplementedError
 
     def _read_frame(self, deadline: float) -> Frame:
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no frame within the timeout")
-            self.sock.settimeout(remaining)
-            data = self.sock.recv(65536)
-            if not data:
-                self.closed = True
-                raise ConnectionError("server closed the connection")
-            self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        raise NotImplementedError
 
     def recv(self, timeout: float | None = None) -> Frame:
         """The next frame (from the backlog first)."""
@@ -99,6 +67,58 @@ class ChatClient:
     def login(self, user: str, password: str) -> Frame:
         self.expect("welcome")
         return self.request(type="login", user=user, password=password)
+
+
+class ChatClient(FrameClient):
+    """The line protocol over one TLS socket."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        cafile: Path,
+        *,
+        timeout: float = 10.0,
+        rcvbuf: int | None = None,
+        source: str | None = None,
+        cert: Path | None = None,
+    ) -> None:
+        """``source``: the local address to connect from; ``cert``: a client certificate."""
+        context = ssl.create_default_context(cafile=str(cafile))
+        if cert is not None:
+            context.load_cert_chain(str(cert))
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        raw = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect, so the TCP window stays small
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            raw.bind((source, 0))
+        raw.settimeout(timeout)
+        raw.connect(address)
+        self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        self.timeout = timeout
+        self._buffer = b""
+        self.backlog: deque[Frame] = deque()
+        self.closed = False
+
+    def send(self, **frame: Any) -> None:
+        self.send_raw(json.dumps(frame).encode() + b"\n")
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read_frame(self, deadline: float) -> Frame:
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no frame within the timeout")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(65536)
+            if not data:
+                self.closed = True
+                raise ConnectionError("server closed the connection")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
 
     def wait_closed(self, timeout: float | None = None) -> list[Frame]:
         """Read until the server closes; return what came before."""

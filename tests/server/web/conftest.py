@@ -21,10 +21,9 @@ from websockets.sync.client import ClientConnection, connect
 from securechat.admin.certs import CertPaths
 from securechat.server.cli import Limits, Server
 from securechat.server.web import StaticFiles, WebSite
-from tests.chatclient import ChatClient
+from tests.chatclient import ChatClient, Frame, FrameClient
 from tests.conftest import USERS, run_server
 
-Frame = dict[str, Any]
 PAGE = b"<!doctype html>\n<title>securechat</title>\n<script src=/app.js type=module></script>\n"
 SCRIPT = b"export const hello = 'securechat';\n"
 STYLE = b"body { margin: 0 }\n"
@@ -85,7 +84,7 @@ def own_origin(server: Server) -> str:
     return f"https://localhost:{server.address[1]}"
 
 
-class WsClient:
+class WsClient(FrameClient):
     """A WebSocket chat client (the ``websockets`` library's sync client) with the
     helpers of :class:`~tests.chatclient.ChatClient`: one frame per text message."""
 
@@ -123,39 +122,13 @@ class WsClient:
     def send(self, **frame: Any) -> None:
         self.ws.send(json.dumps(frame))
 
-    def recv(self, timeout: float | None = None) -> Frame:
-        if self.backlog:
-            return self.backlog.popleft()
-        message = self.ws.recv(timeout=timeout or self.timeout)
+    def _read_frame(self, deadline: float) -> Frame:
+        message = self.ws.recv(timeout=max(0.0, deadline - time.monotonic()))
         assert isinstance(message, str), "every server frame is a text message"
         return json.loads(message)
 
-    def wait_for(self, match: Callable[[Frame], bool], timeout: float | None = None) -> Frame:
-        for index, frame in enumerate(self.backlog):
-            if match(frame):
-                del self.backlog[index]
-                return frame
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            frame = json.loads(self.ws.recv(timeout=max(0.0, deadline - time.monotonic())))
-            if match(frame):
-                return frame
-            self.backlog.append(frame)
-
-    def expect(self, type_: str, timeout: float | None = None, **fields: Any) -> Frame:
-        return self.wait_for(
-            lambda f: f.get("type") == type_ and all(f.get(k) == v for k, v in fields.items()),
-            timeout,
-        )
-
-    def request(self, **frame: Any) -> Frame:
-        ref = frame.setdefault("ref", f"r{time.monotonic_ns()}")
-        self.send(**frame)
-        return self.wait_for(lambda f: f.get("ref") == ref)
-
     def login(self, user: str, password: str | None = None) -> Frame:
-        self.expect("welcome")
-        return self.request(type="login", user=user, password=password or USERS[user])
+        return super().login(user, password or USERS[user])
 
     def wait_closed(self, timeout: float | None = None) -> list[Frame]:
         """Read until the server closes; the frames that came before (then ws.close_code)."""
