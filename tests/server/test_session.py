@@ -397,6 +397,11 @@ class StepCommitter:
     def submit(self, write, then=None, failed=None) -> None:
         self.queue.append((write, then, failed))
 
+    def drain(self) -> None:
+        """Commit everything queued (e.g. the logins' catch-up)."""
+        while self.queue:
+            self.step()
+
     def step(self, fail: Exception | None = None) -> None:
         write, then, failed = self.queue.pop(0)
         if write is not None and fail is not None:
@@ -409,13 +414,18 @@ class StepCommitter:
             then()
 
 
+def stepped_hub() -> tuple[StepCommitter, Hub]:
+    """A hub whose commits happen one at a time, when the test steps them (its store is
+    ``committer.store``)."""
+    committer = StepCommitter(SqliteStore(":memory:"))
+    hub = Hub(user_exists=PASSWORDS.__contains__, store=committer.store, committer=committer)
+    return committer, hub
+
+
 def test_pipelined_writes_share_a_barrier_and_later_requests_wait_for_all() -> None:
-    store = SqliteStore(":memory:")
-    committer = StepCommitter(store)
-    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    committer, hub = stepped_hub()
     session, outbox = logged_in(hub)
-    while committer.queue:  # the login's catch-up
-        committer.step()
+    committer.drain()  # the login's catch-up
     send(session, {"type": "join", "room": "lobby"})
     outbox.only("joined")
     for n in range(4):
@@ -437,13 +447,11 @@ def test_pipelined_writes_share_a_barrier_and_later_requests_wait_for_all() -> N
 
 
 def test_a_run_of_sends_in_one_read_is_one_commit_and_replies_keep_the_order() -> None:
-    store = SqliteStore(":memory:")
-    committer = StepCommitter(store)
-    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    committer, hub = stepped_hub()
+    store = committer.store
     session, outbox = logged_in(hub)
     bob, bob_box = logged_in(hub, "bob")
-    while committer.queue:  # the logins' catch-up
-        committer.step()
+    committer.drain()  # the logins' catch-up
     for who in (session, bob):
         send(who, {"type": "join", "room": "lobby"})
     send(session, {"type": "join", "room": "side"})
@@ -495,13 +503,10 @@ def test_a_run_of_sends_in_one_read_is_one_commit_and_replies_keep_the_order() -
 
 
 def test_failed_writes_are_answered_unavailable_and_release_the_held_requests_in_order() -> None:
-    store = SqliteStore(":memory:")
-    committer = StepCommitter(store)
-    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    committer, hub = stepped_hub()
     session, outbox = logged_in(hub)
     bob, bob_box = logged_in(hub, "bob")
-    while committer.queue:  # the logins' catch-up
-        committer.step()
+    committer.drain()  # the logins' catch-up
     for who in (session, bob):
         send(who, {"type": "join", "room": "lobby"})
     send(session, {"type": "send", "room": "lobby", "text": "kept", "ref": "k"})
@@ -548,12 +553,9 @@ def test_failed_writes_are_answered_unavailable_and_release_the_held_requests_in
 
 
 def test_a_write_that_fails_by_a_bug_is_answered_internal() -> None:
-    store = SqliteStore(":memory:")
-    committer = StepCommitter(store)
-    hub = Hub(user_exists=lambda user: user in PASSWORDS, store=store, committer=committer)
+    committer, hub = stepped_hub()
     session, outbox = logged_in(hub)
-    while committer.queue:
-        committer.step()
+    committer.drain()
     send(session, {"type": "dm", "to": "bob", "text": "hi", "ref": "m"})
     committer.step(fail=RuntimeError("bug"))
     committer.step()
