@@ -13,7 +13,8 @@
     rather than silently truncated.
   * :exc:`CertificateError`: the certificate tool cannot do what it was asked, or the
     server cannot load its certificate, key or client CA (at start or on SIGHUP).
-  * :exc:`StoreError`: the history database cannot be opened or is too new.
+  * :exc:`StoreError`: the history database (or the key of file links beside it)
+    cannot be opened, or is too new.
 
     * :exc:`StoreUnavailable`: the storage refused a write (disk full, read-only,
       I/O error, database locked); not a bug, and it may work again later.
@@ -76,7 +77,8 @@ class CertificateError(SecurechatError):
 
 
 class StoreError(SecurechatError):
-    """The history database cannot be opened, migrated or written."""
+    """The history database cannot be opened, migrated or written (or ``link.key``,
+    the key of file links beside it, is damaged)."""
 
 
 class StoreUnavailable(StoreError):

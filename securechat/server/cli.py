@@ -24,7 +24,7 @@ from securechat.protocol import DEFAULT_PORT
 from securechat.protocol.framing import DEFAULT_FRAME_LIMIT, MIN_FRAME_LIMIT
 from securechat.server import check, logformat, systemd
 from securechat.server.connection import ALPN_HTTP, Connection, Limits
-from securechat.server.files import FileLimits, FileStore
+from securechat.server.files import DEFAULT_LINK_DAYS, FileLimits, FileStore, parse_public_url
 from securechat.server.hub import Hub
 from securechat.server.metrics import ServerMetrics
 from securechat.server.passwd import PasswordFile, permission_warning
@@ -158,12 +158,16 @@ def durable_hub(
     frame_limit: int = DEFAULT_FRAME_LIMIT,
     token_days: float = DEFAULT_TOKEN_DAYS,
     files: FileLimits | None = None,
+    link_days: float = DEFAULT_LINK_DAYS,
+    public_url: str | None = None,
 ) -> Iterator[Hub]:
     """A hub whose history lives in ``data_dir`` (created 0700), committed in groups.
 
     Its login tokens (:attr:`Hub.tokens`) live in the same database and last
     ``token_days``. With ``files`` (the web edge's file sharing), shared files live in
-    ``data_dir/files`` (:attr:`Hub.files`, swept of what no message carries at start).
+    ``data_dir/files`` (:attr:`Hub.files`, swept of what no message carries at start),
+    and links to them (:attr:`FileStore.links`, given to IRC users) last ``link_days``,
+    at ``public_url`` (else where the server listens), signed with ``data_dir/link.key``.
 
     On exit, everything submitted is committed and delivered before the store closes.
     Raises :exc:`StoreError` (one line saying why) when the directory or the database
@@ -188,7 +192,8 @@ def durable_hub(
                   committer=committer, max_frame_bytes=frame_limit, metrics=metrics)  # fmt: skip
         hub.tokens = LoginTokens(store, committer, passwords.fingerprint, days=token_days)
         if files is not None:
-            hub.files = FileStore(data_dir, store, files)
+            hub.files = FileStore(data_dir, store, files, link_days=link_days,
+                                  public_url=public_url)  # fmt: skip
             hub.files.sweep()
         yield hub
     finally:
@@ -257,6 +262,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=file_defaults.min_free,
                         help="refuse uploads (507) while the data directory's disk has less "
                         "free (default 256M); chat goes on")  # fmt: skip
+    shared.add_argument("--file-link-days", type=float, default=DEFAULT_LINK_DAYS,
+                        metavar="DAYS", help="the links to shared files that IRC users get "
+                        "(no login needed) work this many days after the message (default "
+                        "%(default)g); deleting DATA-DIR/link.key revokes them all")  # fmt: skip
+    shared.add_argument("--public-url", metavar="URL",
+                        help="https://host[:port] where users reach this server, for those "
+                        "links (default: https://HOST:PORT from --host and --port; this "
+                        "machine's name for 0.0.0.0 or ::)")  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -282,6 +295,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--max-connections, --max-per-address and --io-threads must be at least 1")
     if args.max_file_size < 1:
         parser.error("--max-file-size must be at least 1 byte")
+    if not 0 < args.file_link_days <= 3650:
+        parser.error("--file-link-days must be more than 0 and at most 3650")
+    if args.public_url is not None:
+        try:
+            args.public_url = parse_public_url(args.public_url)
+        except ValueError as exc:
+            parser.error(f"--public-url: {exc}")
     for origin in args.web_origin:
         try:
             normalize_origin(origin)
@@ -356,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         with durable_hub(Path(args.data_dir), passwords, admins=admins, fsync=args.fsync,
                          frame_limit=args.frame_limit, token_days=args.token_days,
-                         files=files) as hub:  # fmt: skip
+                         files=files, link_days=args.file_link_days,
+                         public_url=args.public_url) as hub:  # fmt: skip
             server = Server(context, hub, passwords.verify, args.host, args.port, limits, web,
                             irc_port=args.irc_port)  # fmt: skip
             try:
@@ -368,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if web is not None:
                 host, port = server.address
                 log.info("web client: https://%s:%d/", f"[{host}]" if ":" in host else host, port)
+            if server.irc is not None and server.irc.links is not None:
+                # (now: the default asks DNS for a wildcard --host, not an I/O thread later)
+                log.info("IRC users get links to shared files at %s/api/files/...",
+                         server.irc.links.base)  # fmt: skip
             host, port = server.address
             systemd.notify("READY=1", f"STATUS=listening on {host}:{port}")
             while signals.get() == signal.SIGHUP:

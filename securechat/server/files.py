@@ -28,37 +28,55 @@ most 64 KiB each turn); everything that may wait on the disk or the database
 (:meth:`FileStore.begin`, :meth:`Upload.finish`, :meth:`FileStore.lookup`,
 :meth:`FileStore.open`) runs in a worker. The counters of uploads in progress and the
 pins are under one lock.
+
+Links (:class:`FileLinks`, the store's :attr:`FileStore.links`): an IRC client shows a
+file as a line of text with a URL, and the browser that opens it has no login token, so
+the URL itself carries the permission: ``/api/files/ID?link=EXPIRES.MAC``, an HMAC of
+the id and the expiry under the key in ``<data-dir>/link.key`` (made once; deleting it
+and restarting revokes every link given out). Whoever holds the link may fetch that one
+file until it expires, or until its message is deleted.
 """
 
 import contextlib
 import errno
 import hashlib
+import hmac
+import ipaddress
 import logging
 import os
 import re
 import secrets
 import shutil
+import socket
 import threading
 import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, urlsplit
 
-from securechat.exceptions import FileRefused
+from securechat.exceptions import FileRefused, StoreError
 from securechat.server.limits import TokenBucket
 from securechat.server.store import FileEntry, FileIndex, StoredFile
 
 __all__ = [
     "BLOB_DIR",
+    "DEFAULT_LINK_DAYS",
+    "LINK_KEY",
     "SAFE_IMAGES",
     "TEMP_DIR",
     "FileLimits",
+    "FileLinks",
     "FileStore",
     "Upload",
+    "default_public_url",
     "disk_free",
     "new_file_id",
+    "parse_public_url",
     "sanitize_name",
     "sniff",
 ]
@@ -74,6 +92,13 @@ FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SAFE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 OCTET_STREAM = "application/octet-stream"
 SNIFF_BYTES = 16
+LINK_KEY = "link.key"  # beside the database (not in files/: a backup copies files/ whole)
+LINK_KEY_BYTES = 32
+DEFAULT_LINK_DAYS = 7.0
+LINK_PATH = "/api/files/"  # the web edge's download path (securechat.server.web.files)
+_LINK_VALUE = re.compile(r"(0|[1-9][0-9]{0,14})\.[0-9a-f]{32}")  # EXPIRES.MAC, nothing else
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (compared, not bound)
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")  # (urlsplit: lower case)
 # Characters a name loses: controls (Cc), invisible formatting such as the bidi
 # overrides that make "gpj.exe" look like "exe.jpg" (Cf), line and paragraph separators
 # (Zl, Zp), unassigned and private-use code points and lone surrogates.
@@ -164,7 +189,9 @@ class FileStore:
     """The blobs of ``<data-dir>/files``, and the rules of uploading (see the module).
 
     ``free_space`` tells the free bytes of a path (tests fake a full disk with it);
-    ``clock`` drives the per-user upload allowance.
+    ``clock`` drives the per-user upload allowance. ``link_days`` and ``public_url``
+    are those of its :attr:`links` (``--file-link-days``, ``--public-url``), whose key
+    is read from (or made in) ``<data_dir>/link.key``: :exc:`StoreError` if damaged.
     """
 
     def __init__(
@@ -175,11 +202,15 @@ class FileStore:
         *,
         free_space: Callable[[Path], int] = disk_free,
         clock: Callable[[], float] = time.monotonic,
+        link_days: float = DEFAULT_LINK_DAYS,
+        public_url: str | None = None,
     ) -> None:
         self.blobs = Path(data_dir) / BLOB_DIR
         self.temp = Path(data_dir) / TEMP_DIR
         for folder in (self.blobs, self.temp):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.links = FileLinks.load(Path(data_dir) / LINK_KEY, days=link_days,
+                                    public_url=public_url)  # fmt: skip
         self.index = index
         self.limits = limits or FileLimits()
         self.free_space = free_space
@@ -445,6 +476,186 @@ class Upload:
         if not self._ended:
             self._ended = True
             self.files._end(self.user, self.reserve)
+
+
+# ------------------------------------------------------------------ links
+
+
+LinkVerdict = Literal["valid", "invalid", "expired"]
+
+
+def parse_public_url(text: str) -> str:
+    """``--public-url``: ``https://host[:port]`` (a trailing ``/`` is dropped).
+
+    Raises :exc:`ValueError` with a sentence for anything else (another scheme, no
+    host, a user part, a path, a query or a fragment, a bad port), so that a mistyped
+    URL is refused at start rather than put into every link.
+    """
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in text.strip()):
+        raise ValueError(f"{text!r} has a space or control character")  # (urlsplit drops tabs)
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError:  # (e.g. brackets around what is not an IPv6 address)
+        raise ValueError(f"{text!r} is not a URL") from None
+    if parts.scheme.lower() != "https":
+        raise ValueError(f"{text!r} is not an https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{text!r} may not have a user part")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError(f"{text!r} may not have a path, query or fragment")
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{text!r} has a bad port (1-65535)")
+    if ":" in host:  # (urlsplit took the brackets off)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{text!r} has a bad IPv6 address") from None
+        host = f"[{host}]"
+    elif not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{text!r} has no host name (https://host[:port]; a name in "
+                         "letters, digits, dots and dashes)")  # fmt: skip
+    return f"https://{host}" if port is None else f"https://{host}:{port}"
+
+
+def default_public_url(host: str, port: int) -> str:
+    """Where the server is reached when ``--public-url`` is not given: ``--host`` as it
+    was given (a wildcard address: this machine's fully qualified name, which may ask
+    DNS) and the port it listens on."""
+    if host in _WILDCARDS:
+        host = socket.getfqdn()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"https://{host}" if port == 443 else f"https://{host}:{port}"
+
+
+def _epoch(ts: str) -> float | None:
+    """Seconds since the epoch of a frame's ``ts`` (RFC 3339 UTC); None if it is none."""
+    try:
+        when = datetime.fromisoformat(ts)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
+
+
+class FileLinks:
+    """Signed, expiring links to shared files (see the module's docstring).
+
+    A link's value is ``EXPIRES.MAC``: ``EXPIRES`` the second (Unix time) it stops
+    working, ``MAC`` the first 128 bits of HMAC-SHA256 of ``"ID.EXPIRES"`` under the
+    key, in hex. It names one file and cannot be stretched or moved to another without
+    the key. ``days`` is how long a link lasts; ``public_url`` is the server's address
+    as users reach it (``--public-url``), else found by the function given to
+    :meth:`locate` (the transport's: its host and bound port) when first needed.
+    """
+
+    def __init__(
+        self, key: bytes, *, days: float = DEFAULT_LINK_DAYS, public_url: str | None = None
+    ) -> None:
+        if len(key) != LINK_KEY_BYTES:
+            raise ValueError(f"a link key is {LINK_KEY_BYTES} bytes")
+        self._key = key
+        self.days = days
+        self.public_url = public_url
+        self._find: Callable[[], str] | None = None
+
+    @classmethod
+    def load(
+        cls, path: Path, *, days: float = DEFAULT_LINK_DAYS, public_url: str | None = None
+    ) -> "FileLinks":
+        """The links whose key is in ``path``, made there (32 random bytes, 0600) the
+        first time. :exc:`StoreError` if the file is not a key (delete it: a new one is
+        made, and every link given out stops working)."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, secrets.token_bytes(LINK_KEY_BYTES))  # (a regular file: whole)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_directory(path.parent)
+            log.info("made a new key for file links in %s", path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            key = os.read(fd, LINK_KEY_BYTES + 1)
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        if len(key) != LINK_KEY_BYTES:
+            raise StoreError(f"{path} is not a key for file links ({len(key)} bytes, not "
+                             f"{LINK_KEY_BYTES}): delete it and start again (the links "
+                             "given out so far stop working)")  # fmt: skip
+        if mode & 0o077:
+            log.warning("%s is readable by other users, who could forge file links; "
+                        "chmod 600 it", path)  # fmt: skip
+        return cls(key, days=days, public_url=public_url)
+
+    # -- signing and checking
+
+    def sign(self, file_id: str, expires: int) -> str:
+        """The link value (``EXPIRES.MAC``) giving ``file_id`` until ``expires``."""
+        message = f"{file_id}.{expires}".encode()
+        mac = hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+        return f"{expires}.{mac}"
+
+    def verdict(self, file_id: str, value: str, now: float | None = None) -> LinkVerdict:
+        """Whether ``value`` is a link to ``file_id`` (``invalid`` for anything made
+        without the key, or for another file), and still good at ``now`` (Unix time).
+
+        Never raises, whatever it is given: the value comes from a URL.
+        """
+        if not (isinstance(file_id, str) and isinstance(value, str)):
+            return "invalid"
+        if not (FILE_ID.fullmatch(file_id) and _LINK_VALUE.fullmatch(value)):
+            return "invalid"
+        expires = int(value.partition(".")[0])
+        if not hmac.compare_digest(self.sign(file_id, expires), value):
+            return "invalid"
+        return "valid" if (time.time() if now is None else now) < expires else "expired"
+
+    def check(self, file_id: str, value: str, now: float | None = None) -> bool:
+        """``value`` is a good link to ``file_id`` at ``now``."""
+        return self.verdict(file_id, value, now) == "valid"
+
+    # -- making links
+
+    def expires(self, ts: str | None = None, now: float | None = None) -> int:
+        """When a link made now ends: ``days`` after ``now`` if given, else after the
+        message's time ``ts`` (so a live message's link is a function of its frame,
+        and a rendering of it can be kept and shared), else after the present."""
+        start = now if now is not None else (_epoch(ts) if ts else None)
+        if start is None:
+            start = time.time()
+        return int(start + self.days * 86400)
+
+    def locate(self, host: str, port: Callable[[], int]) -> None:
+        """Where the server listens (``--host``, and its bound port once it listens):
+        the URL of links when ``public_url`` was not given (:func:`default_public_url`,
+        found when a link is first made)."""
+        self._find = lambda: default_public_url(host, port())
+
+    @property
+    def base(self) -> str | None:
+        """The server's URL (``https://host[:port]``), or None when nobody said it."""
+        if self.public_url is None and self._find is not None:
+            self.public_url = self._find()  # (two threads at once: the same answer)
+        return self.public_url
+
+    def url(self, file_id: str, ts: str | None = None, now: float | None = None) -> str | None:
+        """The link to ``file_id`` (see :meth:`expires`), or None with no known URL."""
+        base = self.base
+        if base is None:
+            return None
+        file_id = str(file_id)
+        value = self.sign(file_id, self.expires(ts, now))
+        return f"{base}{LINK_PATH}{quote(file_id, safe='')}?link={value}"
 
 
 def _size(count: int) -> str:

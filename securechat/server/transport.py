@@ -292,8 +292,12 @@ class Server:
         self.irc: IrcGateway | None = None
         if self.irc_port is not None:
             hub = self.hub
+            files = hub.files if self.web is not None else None  # (served over HTTPS)
+            links = files.links if files is not None else None  # (IRC users get links)
+            if links is not None:
+                links.locate(self.host, lambda: self.address[1])
             self.irc = IrcGateway(is_online=hub.is_online, online_users=hub.online_users,
-                                  user_exists=hub.user_exists)  # fmt: skip
+                                  user_exists=hub.user_exists, links=links)  # fmt: skip
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._accept_thread: threading.Thread | None = None
         self._stopping = False

@@ -136,7 +136,7 @@ class IrcEdge:
         self._resume = 0.0
         # Registration
         self.caps: set[str] = set()
-        self.view = View()
+        self.view = View(links=gateway.links)
         self._renders = gateway.renders(self.view)  # (the view's rendered messages)
         self.nick = ""  # as given by NICK until the welcome; the user name from then on
         self.user = ""  # the logged-in user name
@@ -625,7 +625,7 @@ class IrcEdge:
         given, self.nick = self.nick, self.user
         self.registered = True
         self._reply.welcome = True
-        self.view = View.of(self.caps)
+        self.view = View.of(self.caps, gateway.links)
         self._renders = gateway.renders(self.view)
         self.numeric(N.RPL_WELCOME, f"Welcome to the {gateway.network} IRC gateway, {self.nick}")
         self.numeric(N.RPL_YOURHOST, f"Your host is {self.server}, running version "
@@ -659,7 +659,7 @@ class IrcEdge:
         self.caps |= added
         self.caps -= removed
         if self.registered:
-            self.view = View.of(self.caps)
+            self.view = View.of(self.caps, self.gateway.links)
             self._renders = self.gateway.renders(self.view)
 
     def hold_registration(self, hold: bool) -> None:

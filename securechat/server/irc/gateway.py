@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from securechat import __version__
+from securechat.server.files import FileLinks
 from securechat.server.irc.render import View, message_lines, source
 from securechat.server.limits import TokenBucket
 from securechat.server.mailbox import Mailbox
@@ -37,7 +38,10 @@ class IrcGateway:
     """The IRC side of one server (see the module's docstring).
 
     ``is_online`` and ``online_users`` come from the hub (a user with a connection
-    logged in), ``user_exists`` from the password file.
+    logged in), ``user_exists`` from the password file. ``links``: the file store's
+    (:class:`~securechat.server.files.FileLinks`), which every edge's
+    :class:`~securechat.server.irc.render.View` carries to link shared files; None
+    without a file store (``--no-web``): files are named without a link.
     """
 
     def __init__(
@@ -49,8 +53,10 @@ class IrcGateway:
         server_name: str = SERVER_NAME,
         network: str = "securechat",
         version: str = __version__,
+        links: FileLinks | None = None,
     ) -> None:
         self.is_online = is_online
+        self.links = links
         self.online_users = online_users
         self.user_exists = user_exists
         self.server_name = server_name

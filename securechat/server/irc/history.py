@@ -17,8 +17,12 @@ What is exact and what is approximated:
 - TARGETS (which takes timestamps) lists the joined channels and the nicks this
   connection has exchanged direct messages with since it logged in, each with the time
   of its latest message; the protocol cannot list every conversation a user ever had.
+
+A replayed message's file gets a link that lasts from now (``--file-link-days``), not
+from when the message was sent: asking for history is asking for the files again.
 """
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -186,11 +190,12 @@ def _run(edge: "IrcEdge", target: str, queries: list[Query], limit: int) -> None
     def done(parts: list[list["Frame"]]) -> None:
         found = {item["id"]: item for part in parts for item in part}
         items = [found[key] for key in sorted(found)][-limit:]
-        view = edge.view
+        view, now = edge.view, time.time()
         batch = edge.batch_id()
         edge.say(f":{edge.server} BATCH +{batch} chathistory {target}")
         for item in items:
-            lines = dm_lines(view, item) if "from" in item else message_lines(view, item)
+            render = dm_lines if "from" in item else message_lines
+            lines = render(view, item, now=now)
             for line in lines:
                 edge.say(add_tags(line, batch=batch))
         edge.say(f":{edge.server} BATCH -{batch}")

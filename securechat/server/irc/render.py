@@ -15,10 +15,15 @@ without a connection.
 - An edit is a ``NOTICE`` from the editor to the channel: ``[edited general/42] new
   text``. A deletion is ``REDACT #general general/42`` for clients that negotiated
   ``draft/message-redaction``, else a ``NOTICE``: ``[deleted general/42]``.
+- A shared file is a line of text after the message's: ``[file] report.pdf (1.2 MiB,
+  id ID) https://host:port/api/files/ID?link=...``, a signed link that works without a
+  login token (:class:`~securechat.server.files.FileLinks`) for ``--file-link-days``
+  after the message was sent (after the replay, for CHATHISTORY: ``now``).
 """
 
 from dataclasses import dataclass
 
+from securechat.server.files import FileLinks
 from securechat.server.irc.parse import MAX_LINE, escape_tag, split_text
 
 __all__ = ["HOST", "View", "add_tags", "source", "tag_prefix", "text_lines"]
@@ -36,7 +41,9 @@ class View:
     """What a client negotiated that changes the lines it gets (its rendering profile).
 
     Frozen and hashable: clients with the same profile get the same bytes for a room's
-    message, which the gateway renders once for all of them.
+    message, which the gateway renders once for all of them. ``links`` makes the links
+    to shared files (the gateway's, one object for every view, compared by identity;
+    None: files are named without a link, as with ``--no-web``).
     """
 
     server_time: bool = False
@@ -44,9 +51,10 @@ class View:
     account: bool = False  # account-tag
     extended_join: bool = False
     redaction: bool = False
+    links: FileLinks | None = None
 
     @classmethod
-    def of(cls, caps: set[str]) -> "View":
+    def of(cls, caps: set[str], links: FileLinks | None = None) -> "View":
         tags = "message-tags" in caps
         return cls(
             server_time="server-time" in caps,
@@ -54,6 +62,7 @@ class View:
             account="account-tag" in caps,
             extended_join="extended-join" in caps,
             redaction="draft/message-redaction" in caps,
+            links=links,
         )
 
     def tags(self, ts: str | None, msgid: str | None, account: str | None) -> tuple[str, str]:
@@ -110,11 +119,29 @@ def dm_msgid(dm_id: int) -> str:
     return f"dm/{dm_id}"
 
 
-def shown_text(frame: dict) -> str:
+SHOWN_NAME_BYTES = 100  # a longer file name is shortened on IRC, so the link fits the line
+
+
+def shown_name(name: str) -> str:
+    """``name``, or (over 100 bytes) its start, ``…`` and its extension."""
+    if len(name.encode()) <= SHOWN_NAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or len(extension) > 16:
+        stem, extension = name, ""
+    tail = f"….{extension}" if extension else "…"
+    budget = SHOWN_NAME_BYTES - len(tail.encode())
+    return stem.encode()[:budget].decode("utf-8", errors="ignore") + tail
+
+
+def shown_text(frame: dict, links: FileLinks | None = None, now: float | None = None) -> str:
     """A message's text, and a line naming its file if it carries one (``[file] ...``).
 
-    IRC has no attachments: the file is named with its size and id, which the terminal
-    client's ``/download ID`` and the web client fetch (they hold a login token).
+    IRC has no attachments: the file is named with its size and id (the terminal
+    client's ``/download ID``), then, with ``links``, a signed HTTPS link to it that a
+    browser opens without logging in. It expires ``links.days`` after the message's
+    ``ts`` (the same frame: the same line, for every viewer and every render), or
+    after ``now`` when given (a replay of history: old files get links that work).
     """
     text, file = frame["text"], frame.get("file")
     if not file:
@@ -124,22 +151,33 @@ def shown_text(frame: dict) -> str:
         if size >= scale:
             shown = f"{size / scale:.1f} {unit}"
             break
-    line = f"[file] {file['name']} ({shown}, id {file['id']})"
+    line = f"[file] {shown_name(file['name'])} ({shown}, id {file['id']})"
+    url = links.url(str(file["id"]), frame.get("ts"), now) if links is not None else None
+    if url is not None:
+        line = f"{line} {url}"
     return f"{text}\n{line}" if text else line
 
 
-def message_lines(view: View, frame: dict, command: str = "PRIVMSG") -> list[str]:
-    """A room ``message`` (or a history record) as the channel's lines."""
+def message_lines(
+    view: View, frame: dict, command: str = "PRIVMSG", now: float | None = None
+) -> list[str]:
+    """A room ``message`` (or a history record) as the channel's lines (``now``: see
+    :func:`shown_text`)."""
     user, room = frame["user"], frame["room"]
     first, rest = view.tags(frame["ts"], room_msgid(room, frame["id"]), user)
-    return text_lines(command, source(user), "#" + room, shown_text(frame), first, rest)
+    text = shown_text(frame, view.links, now)
+    return text_lines(command, source(user), "#" + room, text, first, rest)
 
 
-def dm_lines(view: View, frame: dict, command: str = "PRIVMSG") -> list[str]:
-    """A ``dm`` as a line from its sender to its recipient's nick."""
+def dm_lines(
+    view: View, frame: dict, command: str = "PRIVMSG", now: float | None = None
+) -> list[str]:
+    """A ``dm`` as a line from its sender to its recipient's nick (``now``: see
+    :func:`shown_text`)."""
     sender = frame["from"]
     first, rest = view.tags(frame["ts"], dm_msgid(frame["id"]), sender)
-    return text_lines(command, source(sender), frame["to"], shown_text(frame), first, rest)
+    text = shown_text(frame, view.links, now)
+    return text_lines(command, source(sender), frame["to"], text, first, rest)
 
 
 def edited_lines(view: View, frame: dict) -> list[str]:

@@ -16,7 +16,10 @@ file), so nothing leaks whichever side finishes first.
 Security: the bearer token is checked with :class:`~securechat.server.tokens.LoginTokens`
 and never logged; a room's files are for the users with a connection in the room now
 (as reading its history is for those who joined it), a direct message's for its two
-parties; a deleted message's file is gone (404). Names are sanitised metadata, sent
+parties; a deleted message's file is gone (404). A download may instead carry a signed
+link (``?link=``, :class:`~securechat.server.files.FileLinks`: what an IRC user is
+given, for a browser that has no token): the link is the permission, for that file
+until it expires (410), and it is never logged either. Names are sanitised metadata, sent
 back only in ``Content-Disposition``; a download is ``attachment`` with ``nosniff`` and
 a type that is ``application/octet-stream`` unless the bytes are a safe raster image.
 """
@@ -37,7 +40,7 @@ from pydantic import TypeAdapter, ValidationError
 from securechat.exceptions import FileRefused, ProtocolError, StoreUnavailable
 from securechat.protocol.frames import Text
 from securechat.protocol.names import is_valid_name
-from securechat.server.files import SAFE_IMAGES, SHA256_HEX, Upload, sanitize_name
+from securechat.server.files import FILE_ID, SAFE_IMAGES, SHA256_HEX, Upload, sanitize_name
 from securechat.server.store import FileEntry
 from securechat.server.tokens import MAX_TOKEN_LENGTH
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "API_PATH",
+    "LOG_IN_FIRST",
     "Answer",
     "Download",
     "Handoff",
@@ -55,6 +59,7 @@ __all__ = [
     "content_disposition",
     "download_head",
     "finish_upload",
+    "link_of",
     "parse_range",
     "parse_upload",
 ]
@@ -63,6 +68,7 @@ log = logging.getLogger("securechat.files")
 
 API_PATH = b"/api/files"
 READ_CHUNK = 256 * 1024  # bytes of a download read from its file at a time
+LOG_IN_FIRST = "log in first: Authorization: Bearer <your login token>"
 _TEXT = TypeAdapter(Text)
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*')
@@ -153,6 +159,22 @@ def bearer(request: h11.Request) -> str | None:
     return None
 
 
+def link_of(request: h11.Request) -> str | None:
+    """The ``link`` query field of a download (``""`` when it cannot be one: given
+    twice, or among too many fields), or None without one."""
+    query = request.target.partition(b"?")[2]
+    if not query:
+        return None
+    try:
+        fields = parse_qs(query.decode("latin-1"), keep_blank_values=True, max_num_fields=16)
+    except ValueError:
+        return ""
+    values = fields.get("link")
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else ""
+
+
 def header(request: h11.Request, wanted: bytes) -> bytes | None:
     for name, value in request.headers:
         if name == wanted:
@@ -181,7 +203,7 @@ def parse_upload(request: h11.Request, max_size: int) -> UploadAsk:
     """
     token = bearer(request)
     if token is None:
-        raise FileRefused(401, "log in first: Authorization: Bearer <your login token>")
+        raise FileRefused(401, LOG_IN_FIRST)
     query = request.target.partition(b"?")[2].decode("latin-1")
     try:
         fields = parse_qs(query, keep_blank_values=True, errors="replace", max_num_fields=16)
@@ -340,27 +362,50 @@ class Download:
         os.close(self.fd)
 
 
-def authorize_download(hub: "Hub", token: str, file_id: str) -> Download:
-    """(A worker.) Whose token, may they read this file: the file, opened.
+def authorize_download(
+    hub: "Hub", token: str | None, file_id: str, link: str | None = None
+) -> Download:
+    """(A worker.) May this request read this file: the file, opened.
 
-    Raises :exc:`FileRefused`: 401, 404 no such file (or its message was deleted), 403
-    not in its room now, or not a party of its direct message.
+    With ``link`` (the ``?link=`` of a signed link), the link alone decides: whoever
+    holds a good one may (no token, no membership). Else the ``token`` does: whose it
+    is, and whether they are in the file's room now or a party of its direct message.
+
+    Raises :exc:`FileRefused`: 403 a link that is not one for this file, 410 one that
+    has expired; 401 a token that is not valid; 404 no such file (or its message was
+    deleted); 403 not in its room now, or not a party of its direct message.
     """
-    assert hub.files is not None
-    user = _who(hub, token)
-    entry = hub.files.lookup(file_id)
+    files = hub.files
+    assert files is not None
+    user = None
+    if link is not None:
+        verdict = files.links.verdict(file_id, link)
+        if verdict != "valid":
+            again = f"/download {file_id}" if FILE_ID.fullmatch(file_id) else "/download ID"
+            if verdict == "expired":
+                raise FileRefused(410, "this link has expired: ask for the file again, or "
+                                  f"fetch it with securechat-client {again}")  # fmt: skip
+            raise FileRefused(403, "this link is not valid (mistyped, or made before the "
+                              "server's link key changed): ask for the file again, or "
+                              f"fetch it with securechat-client {again}")  # fmt: skip
+    elif token is None:
+        raise FileRefused(401, LOG_IN_FIRST)
+    else:
+        user = _who(hub, token)
+    entry = files.lookup(file_id)
     if entry is None or entry.deleted:
         raise FileRefused(404, "no such file (or its message was deleted)")
-    if entry.room is not None:
-        if not hub.in_room(user, entry.room):
-            raise FileRefused(403, f"this file is for the members of room {entry.room!r}: "
-                              "join it first")  # fmt: skip
-    elif user not in (entry.sender, entry.recipient):
-        raise FileRefused(403, "this file was sent to someone else")
+    if user is not None:  # (else the link is the permission)
+        if entry.room is not None:
+            if not hub.in_room(user, entry.room):
+                raise FileRefused(403, f"this file is for the members of room "
+                                  f"{entry.room!r}: join it first")  # fmt: skip
+        elif user not in (entry.sender, entry.recipient):
+            raise FileRefused(403, "this file was sent to someone else")
     try:
-        fd = hub.files.open(entry.file.sha256)
+        fd = files.open(entry.file.sha256)
     except FileNotFoundError:
-        log.error("shared file %s is missing from %s", entry.file.sha256, hub.files.blobs)
+        log.error("shared file %s is missing from %s", entry.file.sha256, files.blobs)
         raise FileRefused(404, "no such file") from None
     return Download(entry, fd)
 

@@ -42,6 +42,7 @@ from securechat.exceptions import FileRefused, ProtocolError
 from securechat.server.files import Upload
 from securechat.server.web.files import (
     API_PATH,
+    LOG_IN_FIRST,
     READ_CHUNK,
     Answer,
     Download,
@@ -52,6 +53,7 @@ from securechat.server.web.files import (
     bearer,
     download_head,
     finish_upload,
+    link_of,
     parse_upload,
 )
 from securechat.server.web.monitoring import (
@@ -111,7 +113,7 @@ FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 REASONS = {
     200: "OK", 201: "Created", 206: "Partial Content", 304: "Not Modified",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 413: "Content Too Large", 416: "Range Not Satisfiable",
+    405: "Method Not Allowed", 410: "Gone", 413: "Content Too Large", 416: "Range Not Satisfiable",
     426: "Upgrade Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage",
 }  # fmt: skip
@@ -563,13 +565,12 @@ class WebEdge:
                 self._reply(405, b"POST a file here\n", close=True,
                             extra=[(b"allow", b"POST")])  # fmt: skip
         elif method in (b"GET", b"HEAD"):
-            token = bearer(request)
-            if token is None:
-                self._send(Answer.refused(FileRefused(401, "log in first: Authorization: "
-                                                      "Bearer <your login token>")))  # fmt: skip
+            link, token = link_of(request), bearer(request)  # (a link, if given, decides)
+            if link is None and token is None:
+                self._send(Answer.refused(FileRefused(401, LOG_IN_FIRST)))
                 return
             file_id = path[len(API_PATH) + 1 :].decode("latin-1")
-            self._work(authorize_download, self._hub, token, file_id,
+            self._work(authorize_download, self._hub, token, file_id, link,
                        then=partial(self._start_download, request))  # fmt: skip
         else:
             self._reply(405, b"only GET and HEAD\n", close=True,
