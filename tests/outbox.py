@@ -62,3 +62,8 @@ class FakeMember(Outbox):
         return f"<FakeMember {self.user} {sorted(self.rooms)}>"
 
     __hash__ = object.__hash__
+
+
+def frames_of(data: bytes) -> list[bytes]:
+    """Encoded frames as a mailbox hands them to an edge: each one line with its newline."""
+    return [line + b"\n" for line in data.split(b"\n") if line]

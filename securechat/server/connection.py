@@ -115,8 +115,9 @@ class Edge(Protocol):
         May raise :exc:`~securechat.exceptions.FrameTooLarge`.
         """
 
-    def wire(self, frames: bytes) -> bytes:
-        """The edge's own bytes waiting, then ``frames`` (encoded, ``\\n`` each) as sent."""
+    def wire(self, frames: list[bytes]) -> bytes:
+        """The edge's own bytes waiting, then ``frames`` (encoded frames, each ending in a
+        newline: the same objects for every member of a room) as sent."""
 
     def close(self) -> bytes:
         """What to send last, once, before closing (e.g. a WebSocket close frame)."""
@@ -399,7 +400,7 @@ class Connection(Mailbox):
         if self.want_write or self.want_read:
             self.loop.watch(self)
 
-    def write_feed(self, feed: Feed, blocks: dict[int, tuple[bytes, int]]) -> None:
+    def write_feed(self, feed: Feed, blocks: dict[int, tuple[bytes, int, list[bytes]]]) -> None:
         """(``feed`` has grown.) Send what this member is behind in it, in one write.
 
         The hot path of a busy room, once per member and turn. Members at the same
@@ -428,7 +429,7 @@ class Connection(Mailbox):
                 if block is None:
                     got = feed.read(cursor, WRITE_CHUNK)
                     if got is not None and got[1] == feed.end:  # (all of it, in budget)
-                        block = blocks[cursor] = (b"".join(got[0]), got[1])
+                        block = blocks[cursor] = (b"".join(got[0]), got[1], got[0])
                 if block is not None:
                     self.cursors[feed] = block[1]
         if block is None:
@@ -437,12 +438,12 @@ class Connection(Mailbox):
         if not block[0]:
             return
         if edge is not None and not edge.shared_wire:
-            block = (edge.wire(block[0]), block[1])
+            block = (edge.wire(block[2]), block[1], block[2])
         elif edge is not None:
             assert cursor is not None  # (the block starts there)
             encoded = blocks.get(~cursor)
             if encoded is None:
-                encoded = blocks[~cursor] = (edge.wire(block[0]), block[1])
+                encoded = blocks[~cursor] = (edge.wire(block[2]), block[1], block[2])
             block = encoded
         self.pending = block[0]
         try:
@@ -525,7 +526,7 @@ class Connection(Mailbox):
                 if self.edge is None:
                     self.pending = self.next_chunk(WRITE_CHUNK)
                 else:
-                    self.pending = self.edge.wire(self.next_chunk(WRITE_CHUNK))
+                    self.pending = self.edge.wire(self.next_frames(WRITE_CHUNK))
                 if not self.pending:
                     return
             if not self._send_pending():
@@ -629,7 +630,7 @@ class Connection(Mailbox):
         """Try to send one last frame without waiting (slow consumer, timeouts)."""
         if self.tls is not None and not self.pending:
             if self.edge is not None:
-                frame = self.edge.wire(frame) + self.edge.close()
+                frame = self.edge.wire([frame]) + self.edge.close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 if frame:
                     self.tls.send(frame)

@@ -241,7 +241,7 @@ class IOThread:
                 if connection.state != "done":
                     connection.step()
             for feed, followers in writers:
-                blocks: dict[int, tuple[bytes, int]] = {}
+                blocks: dict[int, tuple[bytes, int, list[bytes]]] = {}
                 for connection in followers:
                     if connection not in due:
                         connection.write_feed(feed, blocks)

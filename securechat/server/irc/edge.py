@@ -207,8 +207,9 @@ class IrcEdge:
             frames.append(ProtocolError("rate_limited", "Excess Flood", fatal=True))
         return frames
 
-    def wire(self, frames: bytes) -> bytes:
-        """Our lines waiting, then the IRC lines of ``frames`` (encoded frames, ``\\n`` each)."""
+    def wire(self, frames: list[bytes]) -> bytes:
+        """Our lines waiting, then the IRC lines of ``frames`` (encoded frames, each ending
+        in a newline)."""
         # The hot path: a room's messages, rendered once for all. Replies still waiting for
         # their frames' answers (a sender's own messages) are no reason to leave it: none
         # of them could go out before these events anyway.
@@ -218,13 +219,15 @@ class IrcEdge:
             if data is not None:
                 return data
         if frames:
-            lines = frames.split(b"\n")
             if self._welcomed and not self._out:
-                data = self._wire_messages(lines)
-                if data is not None:
+                data, done = self._wire_messages(frames)
+                if done == len(frames) and not self._out:
                     return data
-            for raw in lines:
-                if raw:
+                if data:  # (before the lines of replies its answers completed)
+                    self._out.insert(0, data[:-2].decode())
+                frames = frames[done:]
+            for raw in frames:
+                if raw != b"\n":
                     self._frame(raw)
         self._flush_replies()
         if not self._out:
@@ -233,46 +236,40 @@ class IrcEdge:
         self._out = []
         return out.encode()
 
-    def _wire_messages(self, lines: list[bytes]) -> bytes | None:
+    def _wire_messages(self, frames: list[bytes]) -> tuple[bytes, int]:
         """A sender's hot path: room messages and the silent answers to its own, as bytes.
 
         The same as :meth:`_frame` for each (messages rendered once for all, answers with
-        nothing to say counted), without making a string of each message. None as soon as
-        a frame needs more (or an answer completes a reply with lines of its own): the
-        frames from there on take the general path, after the lines made so far.
+        nothing to say counted), without making a string of each message. Gives the bytes
+        made and how many frames they took: the rest need more (or come after an answer
+        that completed a reply with lines of its own, now in :attr:`_out`) and take the
+        general path, after those bytes.
         """
         parts: list[bytes] = []
         replies = self._replies
         message, view, cache = self.gateway.rendered_message, self.view, self._renders
-        for index, raw in enumerate(lines):
-            if not raw:
-                continue
-            if raw.startswith(b'{"type":"message"') and b'"ref":' not in raw:
-                if not replies or replies[0].waiting:
-                    parts.append(cache.get(raw) or message(raw, view, cache))
-                    continue
+        for index, raw in enumerate(frames):
+            part = cache.get(raw)
+            if part is not None or (raw.startswith(b'{"type":"message"') and b'"ref":' not in raw):
+                if replies and not replies[0].waiting:
+                    return b"".join(parts), index
+                parts.append(part or message(raw, view, cache))
             elif self._quiet_answer(raw):
                 if replies and not replies[0].waiting:
                     self._flush_replies()
                     if self._out:  # (lines of replies answered: after the events so far)
-                        if parts:
-                            self._out.insert(0, b"".join(parts)[:-2].decode())
-                        del lines[: index + 1]
-                        return None
-                continue
-            if parts:
-                self._out.append(b"".join(parts)[:-2].decode())
-            del lines[:index]
-            return None
-        return b"".join(parts)
+                        return b"".join(parts), index + 1
+            else:
+                return b"".join(parts), index
+        return b"".join(parts), len(frames)
 
     def close(self) -> bytes:
         """``ERROR`` as the last line, unless one was sent."""
         if self._error_sent:
-            return self.wire(b"")
+            return self.wire([])
         self._error_sent = True
         self._out.append(f"ERROR :Closing link: {self.server} (bye)")
-        return self.wire(b"")
+        return self.wire([])
 
     # -- output
 
@@ -434,9 +431,10 @@ class IrcEdge:
     # -- frames from the session
 
     def _frame(self, raw: bytes) -> None:
+        """One encoded frame (and its newline) from the session, said as IRC lines."""
         if raw[0] != 0x7B:  # "{": not a frame but a line the gateway sent (away-notify)
             if self._welcomed:
-                self._out.append(raw.decode())
+                self._out.append(raw.rstrip(b"\n").decode())
             return
         if self._welcomed and raw.startswith(b'{"type":"message"') and b'"ref":' not in raw:
             if self._replies:
@@ -463,11 +461,11 @@ class IrcEdge:
     def _quiet_answer(self, raw: bytes) -> bool:
         """Our own message stored, without echo-message: nothing to say, no need to read
         it (its ref comes last: the hub adds it so). Counted as answered: True."""
-        if raw[-2:] == b'"}' and raw.startswith(QUIET_REPLIES):
+        if raw.endswith(b'"}\n') and raw.startswith(QUIET_REPLIES):
             at = raw.rfind(b',"ref":"')
             if at == -1:
                 return False
-            ref = raw[at + 8 : -2].decode()
+            ref = raw[at + 8 : -3].decode()
             expected = self._expect.get(ref)
             if expected is not None and expected[1] is quiet:
                 del self._expect[ref]

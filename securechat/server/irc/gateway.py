@@ -65,7 +65,7 @@ class IrcGateway:
         self._lock = threading.Lock()
         self._edges: weakref.WeakSet[IrcEdge] = weakref.WeakSet()
         self._away: weakref.WeakKeyDictionary[IrcEdge, str] = weakref.WeakKeyDictionary()
-        self._rendered: dict[tuple[bytes, View], bytes | None] = {}  # blocks
+        self._rendered: dict[tuple[int, View], tuple[list[bytes], bytes | None]] = {}
         self._messages: dict[View, dict[bytes, bytes]] = {}  # single messages, by view
 
     def open(
@@ -106,35 +106,37 @@ class IrcGateway:
 
     # -- rendering a room's messages once for its IRC members
 
-    def rendered(self, frames: bytes, view: View) -> bytes | None:
+    def rendered(self, frames: list[bytes], view: View) -> bytes | None:
         """The IRC bytes of a block of room frames for ``view``, rendered once for all.
 
         ``None`` when the block holds a frame that each edge must see itself (presence:
         its idea of who is in the channel follows it), or anything but messages. The
-        members of a room at one position are handed one block object (the connection's
-        fast path), whose hash Python keeps: a hit costs one lookup. Members at other
-        positions get other blocks of the same frames: each message is rendered once too.
+        members of a room at one position are handed one block (the connection's fast
+        path): a hit costs one lookup. Members at other positions get other lists of the
+        same frame objects, each of which is found in :meth:`renders` by identity (its
+        hash kept by Python): each message is rendered once per view.
         """
         blocks = self._rendered
-        key = (frames, view)
-        try:
-            return blocks[key]
-        except KeyError:
-            pass
-        parts: list[bytes] = []
-        data: bytes | None = None
+        key = (id(frames), view)
+        hit = blocks.get(key)
+        if hit is not None and hit[0] is frames:  # (kept with it: its id is not reused)
+            return hit[1]
         cache = self.renders(view)
-        for raw in frames.split(b"\n"):
-            if not raw:
-                continue
-            if not raw.startswith(b'{"type":"message"') or b'"ref":' in raw:
-                break
-            parts.append(cache.get(raw) or self.rendered_message(raw, view, cache))
+        parts = list(map(cache.get, frames))  # (one C loop for the usual case)
+        data: bytes | None = None
+        if all(parts):
+            data = b"".join(parts)  # type: ignore[arg-type]
         else:
-            data = b"".join(parts)
+            for index, raw in enumerate(frames):
+                if parts[index] is None:
+                    if not raw.startswith(b'{"type":"message"') or b'"ref":' in raw:
+                        break
+                    parts[index] = self.rendered_message(raw, view, cache)
+            else:
+                data = b"".join(parts)  # type: ignore[arg-type]
         if len(blocks) >= BLOCK_CACHE:
             blocks.clear()
-        blocks[key] = data
+        blocks[key] = (frames, data)
         return data
 
     def message(self, frame: bytes, view: View) -> str:

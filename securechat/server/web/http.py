@@ -405,7 +405,7 @@ class WebEdge:
         self._partial = not self._finished and not busy and bool(http.trailing_data[0])
         return []
 
-    def wire(self, frames: bytes) -> bytes:
+    def wire(self, frames: list[bytes]) -> bytes:
         """Bytes to send: answers, or (upgraded) our frames and ``frames`` as messages.
 
         Frames that come before the upgrade (e.g. ``shutting_down``) have no one to go
@@ -423,10 +423,10 @@ class WebEdge:
     def close(self) -> bytes:
         """What to send last: a WebSocket close frame, or nothing for plain HTTP."""
         if self._ws is not None:
-            return self.wire(b"") + self._ws.close()
+            return self.wire([]) + self._ws.close()
         self._finished = True
         self._download_done()  # (a download cut short: its response cannot end well)
-        return self.wire(b"")
+        return self.wire([])
 
     def release(self) -> None:
         """The connection is gone: let go of the file transfers (idempotent).

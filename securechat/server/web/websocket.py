@@ -57,7 +57,8 @@ log = logging.getLogger("securechat.server.websocket")
 
 
 class _EncodedFrames:
-    """The text frames encoded lately: payload -> frame bytes, for every I/O thread.
+    """The text frames encoded lately: protocol frame (with its newline, the object the
+    feeds hand out) -> WebSocket frame bytes, for every I/O thread.
 
     A room's members are spread over the I/O threads, so one cache for all of them
     encodes each frame once, not once per thread. No lock: each step is one dict
@@ -72,13 +73,15 @@ class _EncodedFrames:
         self.frames: dict[bytes, bytes] = {}
         self.size = 0
 
-    def encode(self, payload: bytes) -> bytes:
+    def encode(self, frame: bytes) -> bytes:
+        """``frame`` (an encoded protocol frame and its newline) as a text message."""
+        payload = frame[:-1] if frame.endswith(b"\n") else frame
         encoded = Frame(TEXT, payload).serialize(mask=False)
         if len(payload) <= CACHE_FRAME:
             if self.size > CACHE_BYTES:
                 self.frames.clear()
                 self.size = 0
-            self.frames[payload] = encoded
+            self.frames[frame] = encoded
             self.size += 2 * len(encoded)
         return encoded
 
@@ -187,25 +190,22 @@ class WebSocketCodec:
             return False
         return True
 
-    def wire(self, frames: bytes) -> bytes:
+    def wire(self, frames: list[bytes]) -> bytes:
         """Our own frames waiting, then each encoded frame of ``frames`` as a text message.
 
         ``frames`` are whole protocol frames, each ending in a newline (what the mailbox
-        hands out); after a close they are dropped, as the peer would not read them.
+        hands out: the same objects for every member, so a cached message is found by
+        identity); after a close they are dropped, as the peer would not read them.
         """
         out, self._out = self._out, b""
         self.plain = not self.finished
         if not frames or self._ws.state is not State.OPEN:
             return out
-        payloads = frames.split(b"\n")
-        if not payloads[-1]:
-            payloads.pop()  # (after the last newline)
-        encoded = list(map(_ENCODED.frames.get, payloads))  # (one C loop for the usual case)
+        encoded = list(map(_ENCODED.frames.get, frames))  # (one C loop for the usual case)
         if not all(encoded):  # (an encoded frame is never empty: some are not known)
             for i, known in enumerate(encoded):
                 if not known:
-                    payload = payloads[i]
-                    encoded[i] = _ENCODED.encode(payload) if payload else b""
+                    encoded[i] = _ENCODED.encode(frames[i]) if frames[i] != b"\n" else b""
         if out:
             encoded.insert(0, out)
         return b"".join(encoded)
@@ -217,4 +217,4 @@ class WebSocketCodec:
             self._out += b"".join(self._ws.data_to_send())
         self.finished = True
         self.plain = False
-        return self.wire(b"")
+        return self.wire([])

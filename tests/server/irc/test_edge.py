@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 
 import pytest
 
@@ -10,6 +11,7 @@ from securechat.server.irc import IrcEdge, IrcGateway
 from securechat.server.irc.edge import EXCESS_FLOOD
 from securechat.server.limits import TokenBucket
 from securechat.server.mailbox import Mailbox
+from tests.outbox import frames_of
 from tests.server.irc.conftest import sasl_plain
 
 
@@ -63,7 +65,7 @@ class Harness:
         return self.written(data)
 
     def written(self, data: bytes = b"") -> list[str]:
-        out = self.edge.wire(data).decode()
+        out = self.edge.wire(frames_of(data)).decode()
         assert out == "" or out.endswith("\r\n")
         return out.split("\r\n")[:-1]
 
@@ -300,13 +302,14 @@ def test_a_block_of_messages_is_rendered_once_and_presence_is_seen_by_each_edge(
                     "text": f"m{n}", "ts": ts}, separators=(",", ":")).encode() + b"\n"
         for n in (1, 2)
     )  # fmt: skip
-    first = a.edge.wire(block)
+    shared = frames_of(block)  # (the list that members at one position are handed)
+    first = a.edge.wire(shared)
     assert first == (b":bob!bob@securechat PRIVMSG #general :m1\r\n"
                      b":bob!bob@securechat PRIVMSG #general :m2\r\n")  # fmt: skip
-    assert b.edge.wire(block) is first  # (the same bytes: rendered once)
+    assert b.edge.wire(shared) is first  # (the same bytes: rendered once)
     presence = json.dumps({"type": "presence", "room": "general", "user": "bob", "event": "join",
                            "ts": ts}).encode() + b"\n"  # fmt: skip
-    assert a.edge.gateway.rendered(presence + block, a.edge.view) is None
+    assert a.edge.gateway.rendered(frames_of(presence + block), a.edge.view) is None
     for h in (a, b):
         assert h.written(presence + block)[0] == ":bob!bob@securechat JOIN #general"
         assert h.edge.channels["general"] == {"alice", "bob"}
@@ -371,9 +374,108 @@ def test_a_sender_waiting_for_its_messages_answers_gets_the_shared_block() -> No
     block = json.dumps({"type": "message", "room": "general", "id": 1, "user": "bob",
                         "text": "m1", "ts": "2026-12-06T10:00:00.000Z"},
                        separators=(",", ":")).encode() + b"\n"  # fmt: skip
-    first = b.edge.wire(block)
-    assert a.edge.wire(block) is first
+    shared = frames_of(block)
+    first = b.edge.wire(shared)
+    assert a.edge.wire(shared) is first
     stored = {"type": "message", "room": "general", "id": 2, "user": "alice", "text": "mine",
               "ts": "2026-12-06T10:00:00.000Z"}  # fmt: skip
     assert a.answer(a.last("send"), **stored) == []
     assert not a.edge._replies
+
+
+def _compact(frame: dict) -> bytes:
+    return json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+
+
+def _traffic(h: Harness, rng: random.Random) -> list[bytes]:
+    """Commands sent (PRIVMSGs, a JOIN now and then), then blocks of frames as a busy room
+    gives them: others' messages and presence, the answers to ours in order among them."""
+    ts = "2026-12-06T10:00:00.000Z"
+    before = len(h.sent)
+    for n in range(rng.randint(0, 6)):
+        if rng.random() < 0.2:
+            h.send(f"JOIN #room{n}")
+        elif rng.random() < 0.2:
+            h.send(f"PING :p{n}")  # (answered at once, written after the replies before it)
+        else:
+            h.send(f"PRIVMSG #general :mine {n}")
+    answers = []
+    for frame in h.sent[before:]:
+        if frame["type"] == "join":
+            joined = {"type": "joined", "room": frame["room"], "members": ["alice"],
+                      "last_id": 0, "history": [], "ref": frame["ref"]}  # fmt: skip
+            answers.append(_compact(joined))
+        elif frame["type"] == "send" and rng.random() < 0.15:
+            answers.append(_compact({"type": "error", "code": "rate_limited", "retry_after": 1.0,
+                                     "message": "slow down", "ref": frame["ref"]}))  # fmt: skip
+        elif frame["type"] == "send":
+            answers.append(_compact({"type": "message", "room": "general", "id": rng.randint(1, 99),
+                                     "user": "alice", "text": frame["text"], "ts": ts,
+                                     "ref": frame["ref"]}))  # fmt: skip
+    stream = []
+    for n in range(rng.randint(0, 30)):
+        if answers and rng.random() < 0.3:
+            stream.append(answers.pop(0))
+        elif rng.random() < 0.05:
+            stream.append(_compact({"type": "presence", "room": "general", "user": f"u{n}",
+                                    "event": rng.choice(["join", "leave"]), "ts": ts}))  # fmt: skip
+        else:
+            stream.append(_compact({"type": "message", "room": "general", "id": 100 + n,
+                                    "user": rng.choice(["bob", "carol"]), "text": f"m{n}",
+                                    "ts": ts}))  # fmt: skip
+    stream += answers
+    blocks, at = [], 0
+    while at < len(stream):
+        size = rng.randint(1, 12)
+        blocks.append(stream[at : at + size])
+        at += size
+    return blocks
+
+
+@pytest.mark.parametrize("caps", [{}, {"echo_message": True}, {"server_time": True}])
+def test_the_block_paths_write_what_frame_by_frame_writes(
+    caps: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks (shared, rendered by another member before, a sender's mixed with its
+    answers) give the same lines, in the same writes, as handling every frame alone."""
+
+    for seed in range(60):
+        outputs = []
+        for general in (True, False):
+            with monkeypatch.context() as patch:
+                if general:
+                    patch.setattr(IrcGateway, "rendered", lambda self, frames, view: None)
+                    patch.setattr(IrcEdge, "_wire_messages", lambda self, frames: (b"", 0))
+                rng = random.Random(seed)
+                behind, h = Harness(), Harness()
+                behind.edge.gateway = h.edge.gateway  # (another member, further behind)
+                for member in (behind, h):
+                    member.register(**caps)
+                    member.send("JOIN #general")
+                    member.answer(member.last("join"), type="joined", room="general",
+                                  members=["alice"], last_id=0, history=[])  # fmt: skip
+                blocks = _traffic(h, rng)
+                if len(blocks) > 1:  # (another member was handed the same frames before)
+                    behind.edge.wire([f for f in blocks[-1] if b'"ref"' not in f])
+                outputs.append([_written(h, block) for block in blocks] + [h.written()])
+        assert outputs[0] == outputs[1], seed
+
+
+def _written(h: Harness, frames: list[bytes]) -> list[str]:
+    out = h.edge.wire(frames).decode()
+    return out.split("\r\n")[:-1]
+
+
+def test_members_at_other_positions_find_each_message_rendered_once() -> None:
+    a, b = Harness(), Harness()
+    b.edge.gateway = gateway = a.edge.gateway
+    for h in (a, b):
+        _joined(h)
+    frames = [_compact({"type": "message", "room": "general", "id": n, "user": "bob",
+                        "text": f"m{n}", "ts": "2026-12-06T10:00:00.000Z"})
+              for n in range(10)]  # fmt: skip
+    lines = a.edge.wire(frames).split(b"\r\n")[:-1]
+    gateway.rendered_message = None  # (nothing more may be rendered: each is found)
+    for first, last in ((4, 10), (2, 8), (0, 5)):
+        got = b.edge.wire(frames[first:last])
+        assert got == b"".join(line + b"\r\n" for line in lines[first:last])

@@ -15,6 +15,7 @@ from wsproto.frame_protocol import CloseReason
 from securechat.exceptions import FrameTooLarge
 from securechat.server.web import websocket
 from securechat.server.web.websocket import WebSocketCodec
+from tests.outbox import frames_of
 
 LIMIT = 4096
 
@@ -56,7 +57,7 @@ def test_messages_cut_anywhere_come_out_whole_and_in_order(texts, split, cuts):
     lines += codec.receive(data[at:])
     assert lines == [text.encode() for text in texts]
     assert not codec.partial and not codec.finished
-    pongs = read(codec.wire(b""))
+    pongs = read(codec.wire([]))
     assert len(pongs) == sum(1 for i, t in enumerate(texts) if i < len(split) and split[i]
                              and len(t) > 1)  # fmt: skip
 
@@ -77,7 +78,9 @@ def test_a_fragment_still_arriving_is_refused_once_over_the_limit():
     with pytest.raises(FrameTooLarge):
         codec.receive(data[LIMIT - 200 : LIMIT + 100])
     # What is answered then still goes out, before our close.
-    events = read(codec.wire(b'{"type":"error","code":"frame_too_large"}\n') + codec.close())
+    events = read(
+        codec.wire(frames_of(b'{"type":"error","code":"frame_too_large"}\n')) + codec.close()
+    )
     assert events[0] == TextMessage(data='{"type":"error","code":"frame_too_large"}')
     assert isinstance(events[1], CloseConnection) and events[1].code == 1000
 
@@ -87,7 +90,7 @@ def test_an_unmasked_client_frame_fails_with_1002():
     codec = WebSocketCodec(None, LIMIT)
     assert codec.receive(server_side.send(TextMessage(data="hi"))) == []
     assert codec.finished and not codec.plain
-    [event] = read(codec.wire(b'{"type":"late"}\n'))
+    [event] = read(codec.wire(frames_of(b'{"type":"late"}\n')))
     assert isinstance(event, CloseConnection) and event.code == CloseReason.PROTOCOL_ERROR
 
 
@@ -96,7 +99,7 @@ def test_messages_before_a_close_in_the_same_read_are_kept():
     data = peer.send(TextMessage(data='{"type":"ping"}')) + peer.send(CloseConnection(code=1001))
     assert codec.receive(data) == [b'{"type":"ping"}']
     assert codec.finished and codec.receive(b"more") == []
-    [event] = read(codec.wire(b""))
+    [event] = read(codec.wire([]))
     assert isinstance(event, CloseConnection) and event.code == 1001
 
 
@@ -105,7 +108,7 @@ def test_plain_says_when_the_frames_may_be_shared():
     assert codec.plain
     codec.receive(peer.send(Ping(payload=b"p")))
     assert not codec.plain  # (our pong goes first)
-    codec.wire(b"")
+    codec.wire([])
     assert codec.plain
     codec.close()
     assert not codec.plain
@@ -124,7 +127,11 @@ def test_each_frame_is_encoded_once_for_every_codec(monkeypatch):
     monkeypatch.setattr(websocket, "_ENCODED", cache)
     frames = b'{"type":"message","text":"a"}\n{"type":"message","text":"\xc3\xa9"}\n'
     first, second = WebSocketCodec(None, LIMIT), WebSocketCodec(None, LIMIT)
-    sent = [first.wire(frames), second.wire(frames), second.wire(frames.split(b"\n")[1] + b"\n")]
+    sent = [
+        first.wire(frames_of(frames)),
+        second.wire(frames_of(frames)),
+        second.wire(frames_of(frames.split(b"\n")[1] + b"\n")),
+    ]
     assert sent[0] == sent[1]
     assert len(encoded) == 2  # the same payload, any codec, any time: encoded once
     events = read(sent[0] + sent[2])
@@ -141,6 +148,6 @@ def test_the_cache_stays_small_and_large_frames_stay_out(monkeypatch):
     codec = WebSocketCodec(None, 1 << 20)
     frames = [b'{"text":"%d%s"}' % (i, b"x" * 100) for i in range(200)]
     big = b'{"text":"' + b"y" * (websocket.CACHE_FRAME + 1) + b'"}'
-    data = codec.wire(b"".join(f + b"\n" for f in [*frames, big]))
+    data = codec.wire(frames_of(b"".join(f + b"\n" for f in [*frames, big])))
     assert cache.size <= 10_000 + 2 * 200 and big not in cache.frames
     assert [e.data.encode() for e in read(data)] == [*frames, big]

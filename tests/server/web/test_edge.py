@@ -14,6 +14,7 @@ from wsproto.frame_protocol import CloseReason
 from securechat.exceptions import FrameTooLarge, ProtocolError
 from securechat.server.web import StaticFiles, WebSite, normalize_origin
 from securechat.server.web.http import OUT_BUDGET, StaticFile
+from tests.outbox import frames_of
 
 LIMIT = 16384
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example (its accept key is below)
@@ -57,7 +58,7 @@ def responses(data: bytes) -> list[tuple[int, dict[bytes, bytes], bytes]]:
 def test_files_by_path_with_etag_and_no_cache():
     edge = SITE.open(frame_limit=LIMIT)
     assert edge.receive(request(b"/")) == []
-    [(status, headers, body)] = responses(edge.wire(b""))
+    [(status, headers, body)] = responses(edge.wire([]))
     assert (status, body) == (200, b"<p>hi</p>")
     assert headers[b"cache-control"] == b"no-cache"
     assert headers[b"etag"] == FILES.get(b"/index.html").etag
@@ -69,7 +70,7 @@ def test_if_none_match_gives_304():
     edge = SITE.open(frame_limit=LIMIT)
     etag = FILES.get(b"/a.js").etag.decode()
     edge.receive(request(b"/a.js", if_none_match=f'W/"x", {etag}'))
-    [(status, _, body)] = responses(edge.wire(b""))
+    [(status, _, body)] = responses(edge.wire([]))
     assert (status, body) == (304, b"")
 
 
@@ -77,10 +78,10 @@ def test_a_partial_request_is_partial_until_it_ends():
     edge = SITE.open(frame_limit=LIMIT)
     whole = request(b"/a.js")
     edge.receive(whole[:10])
-    assert edge.partial and not edge.heard and edge.wire(b"") == b""
+    assert edge.partial and not edge.heard and edge.wire([]) == b""
     edge.receive(whole[10:])
     assert not edge.partial and edge.heard
-    assert responses(edge.wire(b""))[0][0] == 200
+    assert responses(edge.wire([]))[0][0] == 200
 
 
 def test_pipelined_requests_beyond_the_budget_wait_for_the_output():
@@ -88,16 +89,16 @@ def test_pipelined_requests_beyond_the_budget_wait_for_the_output():
     edge = WebSite(big).open(frame_limit=LIMIT)
     edge.receive(request(b"/big") * 5)
     assert edge.backlogged
-    sent = edge.wire(b"")
+    sent = edge.wire([])
     while edge.backlogged:
         edge.receive(b"")
-        sent += edge.wire(b"")
+        sent += edge.wire([])
     assert [status for status, _, _ in responses(sent)] == [200] * 5
 
 
 def test_frames_before_the_upgrade_are_dropped():
     edge = SITE.open(frame_limit=LIMIT)
-    assert edge.wire(b'{"type":"error","code":"shutting_down"}\n') == b""
+    assert edge.wire(frames_of(b'{"type":"error","code":"shutting_down"}\n')) == b""
     assert edge.close() == b"" and edge.finished
 
 
@@ -107,7 +108,7 @@ def upgrade(origin: str = "https://chat.lan", extra: bytes = b"") -> tuple:
     head = request(b"/ws", origin=origin, upgrade="websocket", connection="Upgrade",
                    sec_websocket_key=KEY, sec_websocket_version="13")  # fmt: skip
     lines = edge.receive(head + extra)
-    sent = edge.wire(b"")
+    sent = edge.wire([])
     assert sent.startswith(b"HTTP/1.1 101 "), sent
     assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in sent  # RFC 6455's example accept key
     assert edge.chatting
@@ -131,7 +132,7 @@ def test_other_origins_get_403(origin):
     if origin is not None:
         headers["origin"] = origin
     edge.receive(request(b"/ws", **headers))
-    [(status, _, _)] = responses(edge.wire(b""))
+    [(status, _, _)] = responses(edge.wire([]))
     assert status == 403 and not edge.chatting and edge.finished
 
 
@@ -140,11 +141,11 @@ def test_bad_upgrades_are_400_or_426():
     edge.receive(request(b"/ws", origin="https://chat.lan", upgrade="websocket",
                          connection="Upgrade", sec_websocket_version="8",
                          sec_websocket_key="x"))  # fmt: skip
-    [(status, headers, _)] = responses(edge.wire(b""))
+    [(status, headers, _)] = responses(edge.wire([]))
     assert status == 426 and headers[b"sec-websocket-version"] == b"13"
     edge = SITE.open(frame_limit=LIMIT)
     edge.receive(request(b"/ws", origin="https://chat.lan"))
-    assert responses(edge.wire(b""))[0][0] == 400
+    assert responses(edge.wire([]))[0][0] == 400
 
 
 def test_bytes_after_the_upgrade_request_are_websocket():
@@ -159,7 +160,9 @@ def test_text_messages_are_lines_and_frames_are_text_messages():
     data += client.send(TextMessage(data='{"type":', message_finished=False))
     data += client.send(TextMessage(data='"rooms"}'))
     assert edge.receive(data) == ['{"type":"ping","ref":"é"}'.encode(), b'{"type":"rooms"}']
-    client.receive_data(edge.wire('{"type":"pong","ref":"é"}\n{"type":"rooms"}\n'.encode()))
+    client.receive_data(
+        edge.wire(frames_of('{"type":"pong","ref":"é"}\n{"type":"rooms"}\n'.encode()))
+    )
     assert [event.data for event in client.events()] == ['{"type":"pong","ref":"é"}',
                                                          '{"type":"rooms"}']  # fmt: skip
 
@@ -197,7 +200,7 @@ def test_a_message_in_pieces_is_partial():
 def test_pings_are_answered_and_count_as_heard():
     edge, client, _ = upgrade()
     assert edge.receive(client.send(Ping(payload=b"p"))) == [] and edge.heard
-    client.receive_data(edge.wire(b""))
+    client.receive_data(edge.wire([]))
     assert [type(event) for event in client.events()] == [Pong]
     assert edge.receive(client.send(Pong(payload=b"q"))) == [] and edge.heard
 
@@ -206,14 +209,16 @@ def test_a_client_close_is_answered_and_finishes():
     edge, client, _ = upgrade()
     edge.receive(client.send(CloseConnection(code=1000)))
     assert edge.finished
-    client.receive_data(edge.wire(b'{"type":"late"}\n'))  # (dropped: the peer has closed)
+    client.receive_data(
+        edge.wire(frames_of(b'{"type":"late"}\n'))
+    )  # (dropped: the peer has closed)
     [event] = client.events()
     assert isinstance(event, CloseConnection) and event.code == 1000
 
 
 def test_our_close_comes_after_the_last_frame():
     edge, client, _ = upgrade()
-    client.receive_data(edge.wire(b'{"type":"bye"}\n') + edge.close())
+    client.receive_data(edge.wire(frames_of(b'{"type":"bye"}\n')) + edge.close())
     events = list(client.events())
     assert events[0] == TextMessage(data='{"type":"bye"}')
     assert isinstance(events[1], CloseConnection) and events[1].code == CloseReason.NORMAL_CLOSURE
@@ -226,7 +231,7 @@ def test_invalid_utf8_fails_the_websocket_with_1007():
     frame[0] = (frame[0] & 0xF0) | 0x1  # the same payload as a text frame
     edge.receive(bytes(frame))
     assert edge.finished
-    client.receive_data(edge.wire(b""))
+    client.receive_data(edge.wire([]))
     [event] = client.events()
     assert event.code == CloseReason.INVALID_FRAME_PAYLOAD_DATA
 
@@ -310,7 +315,7 @@ def test_fuzzed_requests_never_crash_the_edge(data, cuts):
         except FrameTooLarge:  # (only once upgraded: the session answers it)
             assert edge.chatting
             break
-        sent += edge.wire(b"")
+        sent += edge.wire([])
         if edge.finished:
             break
     statuses = [int(code) for code in re.findall(rb"^HTTP/1\.1 (\d{3}) ", sent, re.M)]
