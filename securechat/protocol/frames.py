@@ -11,6 +11,7 @@ This module does no I/O.
 """
 
 import json
+import math
 import re
 import time
 from datetime import datetime
@@ -612,12 +613,16 @@ server_frame_adapter: TypeAdapter[AnyServerFrame] = TypeAdapter(AnyServerFrame)
 def error_frame(
     code: str, message: str, ref: str | None = None, retry_after: float | None = None
 ) -> bytes:
-    """Encode an ``error`` frame."""
+    """Encode an ``error`` frame. ``retry_after`` is said in whole milliseconds, rounded
+    up: a wait that is not over says so (never ``0.0``, which invites a retry now)."""
+    if retry_after is not None:
+        millis = math.ceil(round(retry_after * 1000, 6))  # (1.0 s: 1000, not 1001)
+        retry_after = max(millis, 1 if retry_after > 0 else 0) / 1000
     return ErrorFrame(
         code=code,  # type: ignore[arg-type]
         message=message,
         ref=ref,
-        retry_after=None if retry_after is None else round(retry_after, 3),
+        retry_after=retry_after,
     ).encode()
 
 

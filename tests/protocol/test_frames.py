@@ -766,6 +766,16 @@ def test_error_frame_helper() -> None:
     assert json.loads(error_frame("forbidden", "no", "r9"))["ref"] == "r9"
 
 
+@given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_retry_after_is_whole_milliseconds_rounded_up(wait: float) -> None:
+    """A wait that is not over is never said as 0.0 (a client would retry at once and be
+    refused again): the live fuzz test once saw a login throttle's 0.0004 s sent so."""
+    said = json.loads(error_frame("rate_limited", "slow down", None, wait))["retry_after"]
+    assert said >= wait and said - wait < 0.001 + 1e-9
+    assert said > 0 or wait == 0
+    assert round(said * 1000) == pytest.approx(said * 1000)
+
+
 def test_server_frames_refuse_unknown_fields() -> None:
     with pytest.raises(ValueError, match="extra"):
         server_frame_adapter.validate_python({"type": "pong", "colour": "red"})
