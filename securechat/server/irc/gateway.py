@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from securechat import __version__
 from securechat.server.files import FileLinks
-from securechat.server.irc.render import View, message_lines, source
+from securechat.server.irc.render import View, message_lines, plain_message, source
 from securechat.server.limits import TokenBucket
 from securechat.server.mailbox import Mailbox
 
@@ -166,8 +166,10 @@ class IrcGateway:
             cache = self.renders(view)
         part = cache.get(frame)
         if part is None:
-            lines = message_lines(view, json.loads(frame))
-            part = ("\r\n".join(lines) + "\r\n").encode()
+            part = plain_message(view, frame)  # (most messages: read off the bytes)
+            if part is None:
+                lines = message_lines(view, json.loads(frame))
+                part = ("\r\n".join(lines) + "\r\n").encode()
             if len(cache) >= MESSAGE_CACHE:
                 cache.clear()
             cache[frame] = part
