@@ -746,7 +746,8 @@ PEER_SCENARIOS = ("fanout", "rooms", "idle")  # the others have no IRC counterpa
 
 
 TRANSPORT_NAMES = {"line": "the line protocol", "ws": "WebSocket (ALPN http/1.1, /ws)",
-                   "irc": "IRC/TLS (the gateway, --irc-port)"}  # fmt: skip
+                   "irc": "IRC/TLS (the gateway, --irc-port)",
+                   "base": "the line protocol (the --baseline checkout)"}  # fmt: skip
 
 
 def describe(scenario: str, opts: argparse.Namespace) -> str:
@@ -788,6 +789,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       help="securechat's clients: line (the line protocol), ws (WebSocket), irc (IRC "
       "through its own gateway), or several, e.g. line,irc (interleaved: a "
       "securechat-irc/securechat column)")  # fmt: skip
+    a("--baseline", type=Path,
+      help="with --transport ...,base: a directory holding another checkout's securechat "
+      "package, run as the securechat-base column (before/after in one run)")  # fmt: skip
+    a("--baseline-arg", action="append", default=[],
+      help="another argument for the securechat-base server alone (repeatable)")  # fmt: skip
     a("--install-peers", action="store_true", help="apt-get/pip install missing peers")
     a("--duration", type=float, help="seconds of traffic per run (default 15 or 10)")
     a("--mode", choices=["open", "closed", "paced"], help="fanout sending mode (default closed)")
@@ -837,6 +843,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     opts.transports = list(dict.fromkeys(x.strip() for x in opts.transport.split(",") if x.strip()))
     if not opts.transports or set(opts.transports) - set(TRANSPORTS):
         p.error(f"--transport: one or more of {', '.join(TRANSPORTS)}, comma-separated")
+    base = opts.baseline
+    if "base" in opts.transports and not (base and (base / "securechat").is_dir()):
+        p.error("--transport base needs --baseline DIR, with DIR/securechat the package to run")
     if unknown := set(opts.peer_list) - set(PEERS):
         p.error(f"unknown peers: {', '.join(sorted(unknown))}")
     return opts

@@ -53,8 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PEERS = ("ngircd", "inspircd", "miniircd")
 # securechat's columns, by the transport its clients use (``--transport``): the line
-# protocol over TLS, or WebSocket text messages over TLS (ALPN http/1.1, upgrade to /ws).
-TRANSPORTS = {"line": "securechat", "ws": "securechat-ws", "irc": "securechat-irc"}
+# protocol over TLS, or WebSocket text messages over TLS (ALPN http/1.1, upgrade to /ws);
+# ``base``: the line protocol to the server of another checkout (``--baseline DIR``), for
+# a before/after comparison within one run.
+TRANSPORTS = {"line": "securechat", "ws": "securechat-ws", "irc": "securechat-irc",
+              "base": "securechat-base"}  # fmt: skip
 ALPN_HTTP = "http/1.1"
 APT_PACKAGES = {"ngircd": "ngircd", "inspircd": "inspircd"}
 INSTALL_TIMEOUT = 900.0
@@ -643,14 +646,18 @@ def run_meta(
     }
 
 
-def start_securechat(ws: Workspace, extra: list[str], tag: str, irc: bool = False) -> ServerProcess:
+def start_securechat(
+    ws: Workspace, extra: list[str], tag: str, irc: bool = False, root: Path | None = None
+) -> ServerProcess:
     """securechat's server of this checkout, on a free loopback port, own data directory.
 
     The subprocess imports the same ``securechat`` package as the bench (PYTHONPATH),
     so a checkout benchmarks its own server, installed or not. ``irc``: with its IRC
-    gateway on another free port, which is then the server's ``port``.
+    gateway on another free port, which is then the server's ``port``. ``root``: the
+    directory holding the ``securechat`` package of another checkout to run instead.
     """
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    first = str(root if root is not None else ROOT)
+    path = os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "securechat.server.cli", "--cert", str(ws.certs.server),
             "--passwd", str(ws.passwd), "--host", "127.0.0.1", "--port", "0",
             "--data-dir", str(ws.dir / f"data-{tag}"), *extra]  # fmt: skip
@@ -732,7 +739,9 @@ def run_one(
         try:
             if transport is not None:
                 tag = tag if transport == "line" else f"{transport}-{tag}"
-                server = start_securechat(ws, opts.server_args, tag, irc=transport == "irc")
+                base = Path(opts.baseline) if transport == "base" else None
+                extra = opts.server_args + (opts.baseline_arg if base is not None else [])
+                server = start_securechat(ws, extra, tag, irc=transport == "irc", root=base)
             else:
                 server = start_peer(name, peers[name], ws.dir / f"{name}-{tag}", ws.certs.server)
         except (StartError, OSError) as exc:

@@ -243,7 +243,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     limits.add_argument("--max-connections", type=int, default=defaults.max_connections)
     limits.add_argument("--max-per-address", type=int, default=defaults.max_per_address)
     limits.add_argument("--io-threads", type=int, default=defaults.io_threads,
-                        help="threads doing TLS and socket I/O (default: one a core)")  # fmt: skip
+                        help="threads doing TLS and socket I/O (default: half the cores, at "
+                        "least one)")  # fmt: skip
     limits.add_argument("--flush-interval", type=float, default=defaults.flush_interval * 1000,
                         metavar="MS", help="write to the members of a busy room at most "
                         "once per MS milliseconds per I/O thread (0: at once; default "

@@ -57,6 +57,7 @@ LINGER_SECONDS = 1.0
 SLOW_CONSUMER = error_frame("slow_consumer", "you are not reading fast enough; disconnecting")
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 ALPN_HTTP = "http/1.1"  # the protocol a client names to get the web edge
+NO_LINES: tuple[()] = ()  # a connection's ``held`` when it holds no line (shared)
 
 
 class Edge(Protocol):
@@ -155,7 +156,10 @@ class Limits:
     max_per_address: int = 50
     bcrypt_concurrent: int = 2 * (os.cpu_count() or 1)
     bcrypt_waiting: int = 200
-    io_threads: int = os.cpu_count() or 1
+    # Half the cores (at least one): with the GIL, more I/O threads mostly pass it to
+    # each other (a futex and a context switch each time: a fifth of the CPU in the
+    # rooms scenario on 2 cores, issue 18); the other half runs the kernel's TCP.
+    io_threads: int = max(1, (os.cpu_count() or 1) // 2)
     # The members of a busy room are written its frames at most once per this many
     # seconds (per I/O thread): frames appended meanwhile go out together. A frame after
     # a quiet spell goes out at once; replies and direct messages never wait.
@@ -170,7 +174,14 @@ class Connection(Mailbox):
     """One client connection; its I/O thread calls :meth:`step` whenever it may advance.
 
     It is its session's mailbox: the hub queues frames on it from any thread.
+    Small when idle (issue 18): slots, and :attr:`held` an empty tuple until lines come.
     """
+
+    __slots__ = ("__dict__", "__weakref__", "_close_reason", "_marked", "address", "bucket",
+                 "busy", "deadline", "edge", "events", "fd", "held", "in_worker", "last_heard",
+                 "limits", "loop", "more", "opener", "partial_since", "peer", "pending", "pinged",
+                 "raw", "readable", "reader", "server", "session", "state", "timer_at", "tls",
+                 "want_read", "want_write")  # fmt: skip
 
     def __init__(
         self,
@@ -206,7 +217,8 @@ class Connection(Mailbox):
         self.state = "handshake"
         self.reader = LineReader(self.limits.frame_bytes)
         self.edge: Edge | None = None  # the web edge, for a client that chose HTTP
-        self.held: deque[Line] = deque()  # lines read, not handled yet
+        # Lines read, not handled yet: a deque while there are any (see _hold).
+        self.held: deque[Line] | tuple[()] = NO_LINES
         self.pending = b""  # bytes of an unfinished TLS write
         self.in_worker = False  # a pre-login frame is being handled by a worker
         self.readable = self.want_write = self.want_read = self.more = False
@@ -365,6 +377,8 @@ class Connection(Mailbox):
             else:  # may run bcrypt: not on this thread
                 self.in_worker = True
                 self.server.workers.submit(self._handle_in_worker, self.held.popleft())
+        if not self.held:
+            self.held = NO_LINES  # (an idle connection keeps no deque)
         if edge is not None and edge.finished and not self.held and not self.in_worker:
             session.closing = True  # (the peer closed, or HTTP ends after the answers)
         self._flush()
@@ -486,13 +500,20 @@ class Connection(Mailbox):
             self.loop.bytes_received += len(data)  # (this thread's own count: no lock)
             try:
                 if self.edge is None:
-                    self.held.extend(self.reader.feed(data))
+                    if lines := self.reader.feed(data):
+                        self._hold(lines)
                 elif not self._receive(data):
                     self.more = True  # (OpenSSL may hold more, decrypted: look when resuming)
                     break
             except FrameTooLarge as error:
                 self.session.answer(error)
                 return
+            if len(data) < TLS_RECORD and not self.tls.pending():
+                # Less than a full record and nothing decrypted left over: most likely
+                # all there was (a quiet client's one frame). Another recv would only
+                # say so (a read(2) and an exception); epoll is level-triggered and says
+                # so if more has come meanwhile.
+                break
         else:  # more may be waiting, in the socket or decrypted in OpenSSL's buffer
             self.more = True
             self.wake()  # let the other connections of this thread have a turn first
@@ -510,13 +531,22 @@ class Connection(Mailbox):
         edge = self.edge
         assert edge is not None
         chatting = edge.chatting
-        self.held.extend(edge.receive(data))
+        if lines := edge.receive(data):
+            self._hold(lines)
         if not chatting:
             if edge.chatting:  # the WebSocket has just opened
                 self._begin()
             elif edge.heard:  # a request: the keep-alive limit starts again
                 self.deadline = time.monotonic() + self.limits.login_timeout
         return not (edge.finished or edge.backlogged)
+
+    def _hold(self, lines: list[Line]) -> None:
+        held = self.held
+        if held:
+            assert isinstance(held, deque)
+            held.extend(lines)
+        else:
+            self.held = deque(lines)
 
     def _flush(self) -> None:
         assert self.tls is not None

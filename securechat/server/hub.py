@@ -366,6 +366,13 @@ class Hub:
             callback = partial(self._after_own_replies, member, callback)
         self._committer.submit(None, callback)
 
+    def commit_here(self) -> Callable[[], None] | None:
+        """(An I/O thread, once.) The function that commits what this thread submitted,
+        to call at the end of each loop turn; ``None`` when the committer's own thread
+        commits (see :meth:`GroupCommitter.commit_here`)."""
+        here = getattr(self._committer, "commit_here", None)
+        return here() if here is not None else None
+
     def _after_own_replies(self, member: Member, callback: Callable[[], None]) -> None:
         cursor = self._dm_cursors.get(member)
         if cursor is not None and cursor.own:  # (rare: look again under the lock)

@@ -97,7 +97,9 @@ class Session:
         self._pending = 0  # barriers (after writes, or errors behind them) not yet passed
         self._write_barrier = False  # a barrier for the writes is in the committer's queue
         self._writes_after_it = False  # writes were submitted after that barrier
-        self._held: deque[AnyClientFrame] = deque()  # requests waiting for those
+        # Requests waiting for those: rarely any, so a list (an empty one is 56 bytes
+        # where an empty deque is 760, per idle connection).
+        self._held: list[AnyClientFrame] = []
         self._wake = wake  # tells the transport that held requests may go
 
     def __repr__(self) -> str:
@@ -197,7 +199,7 @@ class Session:
         while self._held and not self.closing and not self.doomed:
             if self._pending and not isinstance(self._held[0], WRITES):
                 return
-            self._handle(self._held.popleft())
+            self._handle(self._held.pop(0))
 
     def _handle(self, frame: AnyClientFrame) -> None:
         self._carry_out(partial(self._dispatch, frame), [frame])

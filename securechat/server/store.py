@@ -6,10 +6,12 @@ a callback to run once the write is durable, and reads history through the
 :class:`Store` methods. A server-grade database can replace :class:`SqliteStore`
 without touching the hub.
 
-:class:`GroupCommitter` is one writer thread: it takes every write waiting in its
-queue, commits them in one transaction, then runs their callbacks in submission
-order. So an acknowledgement (the ``message`` echo) is sent only after its commit,
-many rooms share each commit, and callbacks of one room run in id order.
+:class:`GroupCommitter` takes every write waiting in its queue, commits them in one
+transaction, then runs their callbacks in submission order: in its writer thread, or
+(issue 18) in the I/O thread whose turn submitted them, at the end of that turn, so
+that a quiet room's message is not handed to another thread and back. So an
+acknowledgement (the ``message`` echo) is sent only after its commit, many rooms share
+each commit, and callbacks of one room run in id order.
 :class:`InlineCommitter` does the same synchronously, for tests and tools.
 
 A commit can fail for reasons that are nobody's bug: the disk is full, the file
@@ -33,10 +35,10 @@ import contextlib
 import errno
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,6 +450,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
         self.path = str(path)
+        self.fsync = fsync  # (each commit waits for the disk: see GroupCommitter's ``local``)
         self._write_lock = threading.Lock()
         self._writer = self._connect()
         self._writer.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
@@ -845,12 +848,25 @@ class GroupCommitter:
     """One writer thread committing everything queued in one transaction.
 
     ``submit`` never blocks (the queue is unbounded; the rate limits bound it), so
-    it may be called under a room lock; callbacks run in the writer thread, in the
-    order of submission, after their write has committed. A write of ``None`` just
+    it may be called under a room lock; callbacks run in the thread that commits, in
+    the order of submission, after their write has committed. A write of ``None`` just
     runs its callback in that order (e.g. offline DM catch-up after the DMs before it).
     When a commit fails, each write of the batch gets ``failed`` (with the error)
     instead of ``then``, still in order, and the writes of ``None`` still run: a
     session waiting for its writes to be answered is released either way.
+
+    Committing where the writes come from (issue 18): a thread that calls
+    :meth:`commit_here` (an I/O thread) submits without waking the writer thread and
+    commits what is queued itself, with its callbacks, when it calls the function
+    that returns (at the end of each loop turn: everything its turn read shares one
+    transaction). A quiet room's message then costs no hand-off to another thread and
+    back, no futex and no GIL transfer. One batch at a time, whoever commits (a lock
+    covers the commit and its callbacks), taken from one queue in submission order:
+    so callbacks keep the order of submission whichever thread runs them. When the
+    batch lock is busy, or while writes fail, the writer thread is woken to commit what
+    is left. Off with ``local=False`` (``--fsync``: a commit that waits for the disk
+    must not stall the connections of an I/O thread; the default for a store with
+    ``fsync``).
 
     With ``metrics``, each commit's time goes to its histogram and each failed commit
     to its counter, and it is the metrics' :class:`~securechat.server.metrics.StorageState`
@@ -858,12 +874,26 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, store: Store, *, max_batch: int = MAX_BATCH, metrics: ServerMetrics | None = None
+        self,
+        store: Store,
+        *,
+        max_batch: int = MAX_BATCH,
+        metrics: ServerMetrics | None = None,
+        local: bool | None = None,
     ) -> None:
+        """``local``: whether :meth:`commit_here` is allowed (default: unless the store
+        waits for the disk on each commit, its ``fsync``)."""
         self.store = store
         self.max_batch = max_batch
+        self.local = not getattr(store, "fsync", False) if local is None else local
         self.health = StorageHealth(_where(store))
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs: deque[Job] = deque()
+        self._ready = threading.Condition(threading.Lock())  # guards _jobs, _stopping
+        self._batch_lock = threading.Lock()  # one batch (write and callbacks) at a time
+        # ``.here`` is set in the threads that commit what they submit (a thread-local:
+        # it ends with its thread, whose ident a later thread may get)
+        self._here = threading.local()
+        self._stopping = False
         self.commits = 0
         self.writes = 0
         self.metrics = metrics
@@ -876,7 +906,38 @@ class GroupCommitter:
     def submit(
         self, write: Write | None, then: Callback | None = None, failed: Failed | None = None
     ) -> None:
-        self._queue.put((write, then, failed))
+        with self._ready:
+            self._jobs.append((write, then, failed))
+            if not getattr(self._here, "here", False):
+                self._ready.notify()
+
+    def commit_here(self) -> Callable[[], None] | None:
+        """From now on this thread commits what it submits: call the function returned
+        after submitting (it commits everything queued, then runs the callbacks).
+        ``None`` (and nothing changes) when commits stay on the writer thread."""
+        if not self.local:
+            return None
+        self._here.here = True
+        return self.commit_pending
+
+    def commit_pending(self) -> None:
+        """Commit what is queued, with its callbacks, in this thread (never waits: if
+        another thread is committing, the writer thread is woken to do it after).
+
+        While writes fail (an episode of :attr:`health`) the writer thread commits
+        them instead: a database another process holds locked makes each try wait for
+        SQLite's busy timeout, which an I/O thread's other connections must not.
+        """
+        if not self._jobs:
+            return
+        if self.health.reason is not None or not self._batch_lock.acquire(blocking=False):
+            with self._ready:
+                self._ready.notify()
+            return
+        try:
+            self._commit_queued()
+        finally:
+            self._batch_lock.release()
 
     @property
     def problem(self) -> str | None:
@@ -896,8 +957,8 @@ class GroupCommitter:
             self.submit(None, self._try_a_write)
 
     def _try_a_write(self) -> None:
-        """(The writer thread.) Commit a write that changes nothing; end the episode if
-        it works (the store's ``check_writable``, where it has one)."""
+        """(The committing thread.) Commit a write that changes nothing; end the episode
+        if it works (the store's ``check_writable``, where it has one)."""
         check = getattr(self.store, "check_writable", None)
         if check is None or self.health.reason is None:
             return
@@ -908,43 +969,57 @@ class GroupCommitter:
         self.health.succeeded()
 
     def _run(self) -> None:
-        metrics = self.metrics
+        ready = self._ready
         while True:
-            item = self._queue.get()
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            jobs = [job for job in batch if job is not None]
-            writes = [write for write, _, _ in jobs if write is not None]
-            error: Exception | None = None
-            if writes:
-                start = time.perf_counter()
-                try:
-                    self.store.write(writes)
-                except Exception as exc:  # nothing of this batch is acknowledged
-                    error = self.health.failed(exc, len(writes))
-                    if metrics is not None:
-                        metrics.commits_failed.inc()
+            with ready:
+                while not self._jobs and not self._stopping:
+                    ready.wait()
+                if not self._jobs:
+                    return  # stopping, and everything is committed
+            with self._batch_lock:
+                self._commit_queued()
+
+    def _commit_queued(self) -> None:
+        """(Under the batch lock.) Commit batches until the queue is empty, callbacks too
+        (they may submit more: a DM catch-up's next page)."""
+        jobs = self._jobs
+        while jobs:
+            with self._ready:
+                if len(jobs) <= self.max_batch:
+                    batch = list(jobs)
+                    jobs.clear()
                 else:
-                    if metrics is not None:
-                        metrics.commit_seconds.observe(time.perf_counter() - start)
-                    self.health.succeeded()
-                    self.commits += 1
-                    self.writes += len(writes)
-            for write, then, failed in jobs:
-                if error is not None and write is not None:
-                    if failed is not None:
-                        _run_callback(failed, error)
-                elif then is not None:
-                    _run_callback(then)
-            if stop:
-                return
+                    batch = [jobs.popleft() for _ in range(self.max_batch)]
+            self._commit(batch)
+
+    def _commit(self, jobs: list[Job]) -> None:
+        metrics = self.metrics
+        writes = [write for write, _, _ in jobs if write is not None]
+        error: Exception | None = None
+        if writes:
+            start = time.perf_counter()
+            try:
+                self.store.write(writes)
+            except Exception as exc:  # nothing of this batch is acknowledged
+                error = self.health.failed(exc, len(writes))
+                if metrics is not None:
+                    metrics.commits_failed.inc()
+            else:
+                if metrics is not None:
+                    metrics.commit_seconds.observe(time.perf_counter() - start)
+                self.health.succeeded()
+                self.commits += 1
+                self.writes += len(writes)
+        for write, then, failed in jobs:
+            if error is not None and write is not None:
+                if failed is not None:
+                    _run_callback(failed, error)
+            elif then is not None:
+                _run_callback(then)
 
     def close(self) -> None:
         """Commit and deliver everything submitted so far, then stop the thread."""
-        self._queue.put(None)
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
         self._thread.join()

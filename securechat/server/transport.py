@@ -17,9 +17,12 @@ thread, which is woken through one ``eventfd`` per I/O thread, not per frame) an
 writer then sends everything it is behind in one TLS write.
 
 Work that may block runs elsewhere: frames of a connection that has not logged in
-yet (bcrypt) go to a small worker pool (:class:`WorkerPool`), and writes wait for the
-store's commit thread. Meanwhile the connection's later requests are held, so replies
-keep the order of requests. Everything about the protocol lives in
+yet (bcrypt) go to a small worker pool (:class:`WorkerPool`). Writes are committed at
+the end of the loop turn that read them, by the I/O thread itself (one transaction for
+the turn, then the callbacks that deliver; the store's writer thread when the store
+fsyncs, see :meth:`~securechat.server.store.GroupCommitter.commit_here`), and the
+commit's own wake-ups of the thread need no eventfd. Meanwhile the connection's later
+requests are held, so replies keep the order of requests. Everything about the protocol lives in
 :class:`~securechat.server.session.Session` and :class:`~securechat.server.hub.Hub`.
 """
 
@@ -101,7 +104,16 @@ class WorkerPool:
 class IOThread:
     """One epoll loop and the connections it owns; told when their rooms' feeds grow."""
 
-    def __init__(self, name: str, flush_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        flush_interval: float = 0.0,
+        commit_here: Callable[[], Callable[[], None] | None] | None = None,
+    ) -> None:
+        """``commit_here``: called once in the thread; the function it returns commits
+        what the thread's turn submitted (the hub's :meth:`~Hub.commit_here`)."""
+        self._commit_here = commit_here
+        self._ident = -1  # the thread's, once it runs: its own wake-ups need no eventfd
         self._epoll = select.epoll()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake_fd, IN)
@@ -113,7 +125,8 @@ class IOThread:
         self._flush_at: float | None = None  # when the next waiting feed is due
         self._forget_above = 64  # size of _flushed at which quiet feeds are forgotten
         self._new: list[Connection] = []
-        self._woken = False
+        self._woken = False  # a wake-up is pending (the loop will not block in poll)
+        self._signalled = False  # ... and it was written to the eventfd (another thread)
         self._stopping = False
         self._connections: dict[int, Connection] = {}
         self._timers: list[tuple[float, int, Connection]] = []
@@ -148,9 +161,14 @@ class IOThread:
             self._wake()
 
     def _wake(self) -> None:
+        """(Under the lock.) Make the loop look again; from the loop's own thread (a
+        commit's callbacks at the end of a turn) without a system call: the loop sees
+        ``_woken`` before it polls."""
         if not self._woken:
             self._woken = True
-            os.eventfd_write(self._wake_fd, 1)
+            if threading.get_ident() != self._ident:
+                self._signalled = True
+                os.eventfd_write(self._wake_fd, 1)
 
     def _grown_feeds(self, now: float) -> set[Feed]:
         """(Under the lock.) The grown feeds whose followers are to be written to now.
@@ -200,18 +218,24 @@ class IOThread:
                 self._epoll.unregister(connection.fd)
 
     def _run(self) -> None:
+        self._ident = threading.get_ident()
+        commit = self._commit_here() if self._commit_here is not None else None
         while True:
             timeout = -1.0
-            if self._timers:
+            if self._woken:  # (set by this thread: nothing was written to the eventfd)
+                timeout = 0.0
+            elif self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            if self._flush_at is not None:
+            if self._flush_at is not None and timeout:
                 wait = max(0.0, self._flush_at - time.monotonic())
                 timeout = wait if timeout < 0 else min(timeout, wait)
             ready = self._epoll.poll(timeout)
             with self._lock:
                 if self._woken:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(self._wake_fd)
+                    if self._signalled:
+                        with contextlib.suppress(BlockingIOError):
+                            os.eventfd_read(self._wake_fd)
+                        self._signalled = False
                     self._woken = False
                 new, self._new = self._new, []
                 marked, self._marked = self._marked, []
@@ -245,6 +269,8 @@ class IOThread:
                 for connection in followers:
                     if connection not in due:
                         connection.write_feed(feed, blocks)
+            if commit is not None:
+                commit()  # what this turn submitted, in one transaction; then its callbacks
             if stopping:
                 for connection in list(self._connections.values()):
                     connection.in_worker = False  # the workers are stopped by now
@@ -283,7 +309,7 @@ class Server:
         # Enough threads for every check the gate lets run or wait; idle ones exit.
         self.workers = WorkerPool(self.limits.bcrypt_concurrent + self.limits.bcrypt_waiting + 1)
         self._loops = [
-            IOThread(f"io-{n}", self.limits.flush_interval)
+            IOThread(f"io-{n}", self.limits.flush_interval, self.hub.commit_here)
             for n in range(max(1, self.limits.io_threads))
         ]
         self._next_loop = itertools.cycle(self._loops)

@@ -356,3 +356,136 @@ def test_files_are_counted_per_uploader_and_released_with_their_message(tmp_path
     assert store.message("lobby", 1).file is None  # (a deleted message shows no file)
     assert store.file("nope") is None
     store.close()
+
+
+# ------------------------------------------------------------ commits where the writes come from
+
+
+def test_a_thread_that_commits_here_commits_its_own_writes_in_order(tmp_path):
+    """An I/O thread that called ``commit_here`` is not answered by the writer thread:
+    its writes wait for its own ``commit_pending`` (one transaction for the lot), and
+    their callbacks run there, in the order of submission."""
+    store = SqliteStore(tmp_path / "db")
+    committer = GroupCommitter(store)
+    seen: list[tuple[int, str]] = []
+    commit = committer.commit_here()
+    assert commit is not None
+    commits = committer.commits
+    for n in range(1, 6):
+        committer.submit(AddMessages("lobby", [message(n)]),
+                         lambda n=n: seen.append((n, threading.current_thread().name)))  # fmt: skip
+    committer.submit(None, lambda: seen.append((0, threading.current_thread().name)))
+    assert seen == []  # (nobody else commits them: the writer thread was not woken)
+    commit()
+    me = threading.current_thread().name
+    assert seen == [(1, me), (2, me), (3, me), (4, me), (5, me), (0, me)]
+    assert committer.commits == commits + 1  # one transaction
+    commit()  # nothing waits: nothing happens
+    assert committer.commits == commits + 1
+    committer.close()
+    assert store.room_counters() == {"lobby": 5}
+    store.close()
+
+
+def test_writes_of_other_threads_still_wake_the_writer_thread(tmp_path):
+    """A thread that has not called ``commit_here`` (a login worker, a test) submits as
+    before: the writer thread commits and runs the callback."""
+    store = SqliteStore(tmp_path / "db")
+    committer = GroupCommitter(store)
+    done = threading.Event()
+    names: list[str] = []
+
+    def answered() -> None:
+        names.append(threading.current_thread().name)
+        done.set()
+
+    def worker() -> None:
+        committer.submit(AddMessages("lobby", [message(1)]), answered)
+
+    thread = threading.Thread(target=worker, name="worker")
+    thread.start()
+    thread.join()
+    assert done.wait(10)
+    assert names == ["store-writer"]
+    committer.close()
+    store.close()
+
+
+def test_when_another_thread_holds_the_batch_the_writer_commits_what_is_left(tmp_path):
+    """``commit_pending`` never waits: while another batch runs (here the writer
+    thread's, held in a callback), it wakes the writer thread, which commits the
+    waiting writes after that batch, in submission order."""
+    store = SqliteStore(tmp_path / "db")
+    committer = GroupCommitter(store)
+    commit = committer.commit_here()
+    assert commit is not None
+    holding, release, done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def hold() -> None:
+        committer.submit(None, lambda: (seen.append("held"), holding.set(), release.wait(10)))
+
+    holder = threading.Thread(target=hold)  # (a thread of its own: it wakes the writer)
+    holder.start()
+    holder.join()
+    assert holding.wait(10)  # the writer thread is inside that batch's callbacks
+    committer.submit(AddMessages("lobby", [message(1)]), lambda: seen.append("mine"))
+    committer.submit(None, done.set)
+    commit()  # the batch lock is busy: the writer thread is told instead
+    assert seen == ["held"]
+    release.set()
+    assert done.wait(10)
+    assert seen == ["held", "mine"]
+    committer.close()
+    store.close()
+
+
+def test_a_store_that_fsyncs_keeps_commits_on_the_writer_thread(tmp_path):
+    """With ``fsync`` a commit waits for the disk: an I/O thread must not, so
+    ``commit_here`` declines and submits keep waking the writer thread."""
+    store = SqliteStore(tmp_path / "db", fsync=True)
+    committer = GroupCommitter(store)
+    assert committer.commit_here() is None
+    done = threading.Event()
+    committer.submit(AddMessages("lobby", [message(1)]), done.set)
+    assert done.wait(10)
+    committer.close()
+    store.close()
+
+
+def test_while_writes_fail_the_writer_thread_commits_for_the_io_thread(tmp_path):
+    """A failing store (e.g. a database another process holds locked: each try waits
+    for the busy timeout) must not stall an I/O thread: once an episode has begun, its
+    writes go to the writer thread, and they are answered as failed there; when the
+    store works again, the thread commits its own once more."""
+    store = FaultyStore(tmp_path / "db")
+    committer = GroupCommitter(store)
+    commit = committer.commit_here()
+    assert commit is not None
+    record = Recorder()
+    store.fail("disk full")
+    committer.submit(AddMessages("lobby", [message(1)]), record.ok(1), record.failed(1))
+    commit()  # the first failure is found here: the episode begins
+    assert [event[:2] for event in record.events] == [("failed", 1)]
+    done = threading.Event()
+    threads: list[str] = []
+    committer.submit(AddMessages("lobby", [message(2)]), record.ok(2),
+                     lambda error: (threads.append(threading.current_thread().name),
+                                    done.set()))  # fmt: skip
+    commit()  # handed to the writer thread
+    assert done.wait(10)
+    assert threads == ["store-writer"]
+    store.heal()
+    healed = threading.Event()
+    committer.submit(AddMessages("lobby", [message(3)]), healed.set)
+    commit()  # (still the writer's: the episode ends with its next working commit)
+    assert healed.wait(10)
+    with committer._batch_lock:  # (the writer thread has finished that batch)
+        pass
+    here: list[str] = []
+    committer.submit(AddMessages("lobby", [message(4)]),
+                     lambda: here.append(threading.current_thread().name))  # fmt: skip
+    commit()
+    assert here == [threading.current_thread().name]
+    committer.close()
+    store.close()
