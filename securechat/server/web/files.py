@@ -58,6 +58,7 @@ __all__ = [
     "authorize_upload",
     "content_disposition",
     "download_head",
+    "etag_matches",
     "finish_upload",
     "link_of",
     "parse_range",
@@ -449,7 +450,8 @@ def parse_range(value: bytes | None, size: int) -> tuple[int, int] | bool | None
     return start, end
 
 
-def _etag_matches(value: bytes, etag: bytes) -> bool:
+def etag_matches(value: bytes, etag: bytes) -> bool:
+    """``If-None-Match`` names ``etag`` (or is ``*``); weak or strong, as RFC 9110 says."""
     for candidate in value.split(b","):
         candidate = candidate.strip()
         if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
@@ -470,7 +472,7 @@ def download_head(
         (b"etag", etag),
         *DOWNLOAD_HEADERS,
     ]
-    if (match := header(request, b"if-none-match")) is not None and _etag_matches(match, etag):
+    if (match := header(request, b"if-none-match")) is not None and etag_matches(match, etag):
         return 304, headers, 0, 0
     wanted = header(request, b"range")
     if_range = header(request, b"if-range")

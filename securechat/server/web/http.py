@@ -52,6 +52,7 @@ from securechat.server.web.files import (
     authorize_upload,
     bearer,
     download_head,
+    etag_matches,
     finish_upload,
     link_of,
     parse_upload,
@@ -473,7 +474,7 @@ class WebEdge:
             (b"cache-control", b"no-cache"),
             *SECURITY_HEADERS,
         ]
-        if any(name == b"if-none-match" and _etag_matches(value, file.etag)
+        if any(name == b"if-none-match" and etag_matches(value, file.etag)
                for name, value in request.headers):  # fmt: skip
             self._out += self._http.send(h11.Response(status_code=304, headers=headers)) or b""
             self._out += self._http.send(h11.EndOfMessage()) or b""
@@ -719,12 +720,3 @@ def _discard(result: object) -> None:
         result.abort()
     elif isinstance(result, Download):
         result.discard()
-
-
-def _etag_matches(header: bytes, etag: bytes) -> bool:
-    """``If-None-Match`` names ``etag`` (or is ``*``); weak or strong, as RFC 9110 says."""
-    for candidate in header.split(b","):
-        candidate = candidate.strip()
-        if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
-            return True
-    return False
