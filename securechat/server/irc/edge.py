@@ -36,7 +36,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -95,6 +94,7 @@ class Reply:
     waiting: int = 0  # frames sent for it, not answered yet
     lines: list[str] = field(default_factory=list)
     welcome: bool = False  # holds the welcome burst: events held until then follow it
+    target: bytes = b""  # a PRIVMSG's channel, as typed (for the numeric if it is refused)
 
 
 class IrcEdge:
@@ -138,6 +138,8 @@ class IrcEdge:
         self.caps: set[str] = set()
         self.view = View(links=gateway.links)
         self._renders = gateway.renders(self.view)  # (the view's rendered messages)
+        self._blocks = gateway.blocks(self.view)  # (and blocks)
+        self._talks = False  # registered, without echo-message: PRIVMSG has a fast path
         self.nick = ""  # as given by NICK until the welcome; the user name from then on
         self.user = ""  # the logged-in user name
         self.realname = ""
@@ -213,22 +215,25 @@ class IrcEdge:
         # The hot path: a room's messages, rendered once for all. Replies still waiting for
         # their frames' answers (a sender's own messages) are no reason to leave it: none
         # of them could go out before these events anyway.
-        replies = self._replies
-        if frames and self._welcomed and not self._out and (not replies or replies[0].waiting):
-            data = self.gateway.rendered(frames, self.view)
-            if data is not None:
+        if frames and self._welcomed and not self._out:
+            replies = self._replies
+            if not replies or replies[0].waiting:
+                hit = self._blocks.get(id(frames))  # (rendered by another member)
+                if hit is not None and hit[0] is frames and hit[1] is not None:
+                    return hit[1]
+                if not replies:  # (a sender's block is its own: its answers are mixed in)
+                    data = self.gateway.rendered(frames, self.view)
+                    if data is not None:
+                        return data
+            data, done = self._wire_messages(frames)
+            if done == len(frames) and not self._out:
                 return data
-        if frames:
-            if self._welcomed and not self._out:
-                data, done = self._wire_messages(frames)
-                if done == len(frames) and not self._out:
-                    return data
-                if data:  # (before the lines of replies its answers completed)
-                    self._out.insert(0, data[:-2].decode())
-                frames = frames[done:]
-            for raw in frames:
-                if raw != b"\n":
-                    self._frame(raw)
+            if data:  # (before the lines of replies its answers completed)
+                self._out.insert(0, data[:-2].decode())
+            frames = frames[done:]
+        for raw in frames:
+            if raw != b"\n":
+                self._frame(raw)
         self._flush_replies()
         if not self._out:
             return b""
@@ -243,25 +248,29 @@ class IrcEdge:
         nothing to say counted), without making a string of each message. Gives the bytes
         made and how many frames they took: the rest need more (or come after an answer
         that completed a reply with lines of its own, now in :attr:`_out`) and take the
-        general path, after those bytes.
+        general path, after those bytes. Only an answer changes what may go out (a reply
+        it completes goes first), so the messages found rendered are taken in one C loop.
         """
-        parts: list[bytes] = []
         replies = self._replies
-        message, view, cache = self.gateway.rendered_message, self.view, self._renders
-        for index, raw in enumerate(frames):
-            part = cache.get(raw)
-            if part is not None or (raw.startswith(b'{"type":"message"') and b'"ref":' not in raw):
-                if replies and not replies[0].waiting:
-                    return b"".join(parts), index
-                parts.append(part or message(raw, view, cache))
+        if replies and not replies[0].waiting:
+            return b"", 0
+        parts: list[bytes | None] = list(map(self._renders.get, frames))
+        at = 0
+        for _ in range(parts.count(None)):
+            index = parts.index(None, at)
+            raw = frames[index]
+            if raw.startswith(b'{"type":"message"') and b'"ref":' not in raw:
+                parts[index] = self.gateway.rendered_message(raw, self.view, self._renders)
             elif self._quiet_answer(raw):
+                parts[index] = b""
                 if replies and not replies[0].waiting:
                     self._flush_replies()
                     if self._out:  # (lines of replies answered: after the events so far)
-                        return b"".join(parts), index + 1
+                        return b"".join(parts[: index + 1]), index + 1  # type: ignore[arg-type]
             else:
-                return b"".join(parts), index
-        return b"".join(parts), len(frames)
+                return b"".join(parts[:index]), index  # type: ignore[arg-type]
+            at = index + 1
+        return b"".join(parts), len(frames)  # type: ignore[arg-type]
 
     def close(self) -> bytes:
         """``ERROR`` as the last line, unless one was sent."""
@@ -388,10 +397,10 @@ class IrcEdge:
         The session validates the frame as any other.
         """
         at = line.find(b" :", 9)
-        if at == -1 or not self.registered or "echo-message" in self.caps:
+        if at == -1 or not self._talks:
             return False
         target = line[9:at]
-        if b" " in target or b"," in target or b"\0" in line or b"\x01" in line:
+        if SPACE in target or COMMA in target or NUL in line or CTCP in line:
             return False
         room = target.decode("latin-1").lower()
         if room not in self.channels:
@@ -405,11 +414,17 @@ class IrcEdge:
         text = text.strip()
         if not text or text == "/me":
             return False
-        reply = self._reply = Reply("PRIVMSG")
-        self.request({"type": "send", "room": room, "text": text}, quiet,
-                     partial(_not_sent(), self, "PRIVMSG", "#" + target.decode()))  # fmt: skip
+        # What request() makes of {"type": "send", "room": room, "text": text}, made here.
+        reply = self._reply = Reply("PRIVMSG", waiting=1, target=target)
+        self._next_ref = number = self._next_ref + 1
+        self._expect[str(number)] = (reply, quiet, self._not_said)
+        self._frames.append(SEND % (room.encode(), to_json(text), number))
         self._replies.append(reply)
         return True
+
+    def _not_said(self, frame: Frame) -> None:
+        """A PRIVMSG of the fast path refused (:meth:`_say`)."""
+        _not_sent()(self, "PRIVMSG", "#" + self._reply.target.decode(), frame)
 
     def _dispatch(self, message: Message, commands: dict[str, tuple[int, Callable]]) -> None:
         command = message.command
@@ -623,8 +638,7 @@ class IrcEdge:
         given, self.nick = self.nick, self.user
         self.registered = True
         self._reply.welcome = True
-        self.view = View.of(self.caps, gateway.links)
-        self._renders = gateway.renders(self.view)
+        self._viewed()
         self.numeric(N.RPL_WELCOME, f"Welcome to the {gateway.network} IRC gateway, {self.nick}")
         self.numeric(N.RPL_YOURHOST, f"Your host is {self.server}, running version "
                      f"{gateway.version}")  # fmt: skip
@@ -657,8 +671,15 @@ class IrcEdge:
         self.caps |= added
         self.caps -= removed
         if self.registered:
-            self.view = View.of(self.caps, self.gateway.links)
-            self._renders = self.gateway.renders(self.view)
+            self._viewed()
+
+    def _viewed(self) -> None:
+        """(Registered, or the capabilities changed since.) The view and its caches."""
+        gateway = self.gateway
+        self.view = View.of(self.caps, gateway.links)
+        self._renders = gateway.renders(self.view)
+        self._blocks = gateway.blocks(self.view)
+        self._talks = "echo-message" not in self.caps
 
     def hold_registration(self, hold: bool) -> None:
         self._cap_hold = hold
@@ -716,6 +737,8 @@ def isupport(network: str) -> list[str]:
 
 
 QUIET_REPLIES = (b'{"type":"message"', b'{"type":"dm"')
+SPACE, COMMA, NUL, CTCP = b" ,\0\x01"  # (as ints: a byte's test in bytes is cheapest so)
+SEND = b'{"type":"send","room":"%s","text":%s,"ref":"%d"}'  # (a room name needs no escape)
 
 
 def quiet(frame: Frame) -> None:

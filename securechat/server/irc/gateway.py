@@ -32,6 +32,7 @@ SERVER_NAME = "irc.securechat"
 # write's 256 KiB each, so few) and single messages (at most 16 KiB of text each), per view.
 BLOCK_CACHE = 64
 MESSAGE_CACHE = 1024
+Blocks = dict[int, tuple[list[bytes], bytes | None]]
 
 
 class IrcGateway:
@@ -65,8 +66,7 @@ class IrcGateway:
         self._lock = threading.Lock()
         self._edges: weakref.WeakSet[IrcEdge] = weakref.WeakSet()
         self._away: weakref.WeakKeyDictionary[IrcEdge, str] = weakref.WeakKeyDictionary()
-        self._rendered: dict[tuple[int, View], tuple[list[bytes], bytes | None]] = {}
-        self._messages: dict[View, dict[bytes, bytes]] = {}  # single messages, by view
+        self._views: dict[View, tuple[dict[bytes, bytes], Blocks]] = {}  # caches, by view
 
     def open(
         self, *, busy: bool, cert_user: str | None, bucket: TokenBucket, mailbox: Mailbox
@@ -112,16 +112,17 @@ class IrcGateway:
         ``None`` when the block holds a frame that each edge must see itself (presence:
         its idea of who is in the channel follows it), or anything but messages. The
         members of a room at one position are handed one block (the connection's fast
-        path): a hit costs one lookup. Members at other positions get other lists of the
-        same frame objects, each of which is found in :meth:`renders` by identity (its
-        hash kept by Python): each message is rendered once per view.
+        path): the first renders it, the others find it in :meth:`blocks` (by the
+        list's id, kept with it so that the id is not reused meanwhile). Members at
+        other positions get other lists of the same frame objects, each of which is
+        found in :meth:`renders` by identity (its hash kept by Python): each message is
+        rendered once per view.
         """
-        blocks = self._rendered
-        key = (id(frames), view)
+        cache, blocks = self._caches(view)
+        key = id(frames)
         hit = blocks.get(key)
-        if hit is not None and hit[0] is frames:  # (kept with it: its id is not reused)
+        if hit is not None and hit[0] is frames:
             return hit[1]
-        cache = self.renders(view)
         parts = list(map(cache.get, frames))  # (one C loop for the usual case)
         data: bytes | None = None
         if all(parts):
@@ -148,11 +149,22 @@ class IrcGateway:
 
         An edge holds its view's, so that a message costs it one lookup by its bytes.
         """
-        cache = self._messages.get(view)
-        if cache is None:
+        return self._caches(view)[0]
+
+    def blocks(self, view: View) -> Blocks:
+        """The rendered blocks of ``view``: the list's id -> (the list, its bytes or None).
+
+        An edge holds its view's, so that a member finding a block rendered by another
+        costs one lookup by an int (a View's hash is computed by Python at each lookup).
+        """
+        return self._caches(view)[1]
+
+    def _caches(self, view: View) -> tuple[dict[bytes, bytes], Blocks]:
+        caches = self._views.get(view)
+        if caches is None:
             with self._lock:
-                cache = self._messages.setdefault(view, {})
-        return cache
+                caches = self._views.setdefault(view, ({}, {}))
+        return caches
 
     def rendered_message(
         self, frame: bytes, view: View, cache: dict[bytes, bytes] | None = None
@@ -163,7 +175,7 @@ class IrcGateway:
         view.) ``cache`` is :meth:`renders` of ``view``, when the caller holds it.
         """
         if cache is None:
-            cache = self.renders(view)
+            cache = self._caches(view)[0]
         part = cache.get(frame)
         if part is None:
             part = plain_message(view, frame)  # (most messages: read off the bytes)

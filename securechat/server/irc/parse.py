@@ -176,8 +176,15 @@ class LineSplitter:
         return bool(self._buffer) or self._discarding
 
     def feed(self, data: bytes) -> list[bytes | TooLong]:
-        lines: list[bytes | TooLong] = []
         buffer = self._buffer
+        if not buffer and not self._discarding and data.endswith(b"\n"):
+            # The usual read: whole lines, nothing held. (Split on CR and LF alike: a
+            # CR LF leaves an empty line between them, dropped as any empty line.)
+            pieces = data.replace(b"\r", b"\n").split(b"\n")
+            if len(data) + 2 <= MAX_LINE:  # (no line can be too long)
+                return [line for line in pieces if line]
+            return [TOO_LONG if _too_long(line) else line for line in pieces if line]
+        lines: list[bytes | TooLong] = []
         start = len(buffer)
         buffer += data.replace(b"\r", b"\n")
         begin = 0

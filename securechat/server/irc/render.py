@@ -198,6 +198,8 @@ def plain_message(view: View, frame: bytes) -> bytes | None:
     head = f":{source(user)} PRIVMSG #{room} :"
     if len(head) + len(text) + 2 > MAX_LINE:
         return None
+    if not (view.server_time or view.msgid or view.account):
+        return head.encode() + text + b"\r\n"  # (no tags to read)
     message_id = frame[room_end + 7 : id_end].decode()
     tags, _ = view.tags(frame[text_end + 8 : -3].decode(), f"{room}/{message_id}", user)
     return (tags + head).encode() + text + b"\r\n"

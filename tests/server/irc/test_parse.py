@@ -90,6 +90,40 @@ def test_splitter_limits_a_line_to_512_bytes_without_its_tags() -> None:
     assert not splitter.partial
 
 
+_LINES = st.lists(
+    st.tuples(
+        st.sampled_from([b"PING a", b"PRIVMSG #a :hi", b"@label=x PING b", b"", b"x"]),
+        st.integers(0, 9000),  # padding: lines at, under and far over the limits
+        st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\r\n"]),
+    ),
+    max_size=8,
+)
+
+
+@given(_LINES, st.lists(st.integers(1, 700), min_size=1, max_size=20))
+def test_splitter_cuts_any_stream_in_any_chunks_into_the_same_lines(
+    lines: list[tuple[bytes, int, bytes]], cuts: list[int]
+) -> None:
+    """Whole reads take a fast path, reads that end inside a line the general one: a
+    stream gives the same lines however the reads cut it."""
+    stream = b"".join(head + b"y" * pad + end for head, pad, end in lines)
+    expected = []
+    for head, pad, _ in lines:
+        line = head + b"y" * pad
+        if line:
+            too_long = len(line) + 2 > MAX_LINE and not (
+                line.startswith(b"@") and line.find(b" ") + 1 <= MAX_TAGS
+                and len(line) - line.find(b" ") + 1 <= MAX_LINE
+            )  # fmt: skip
+            expected.append(TOO_LONG if too_long else line)
+    assert LineSplitter().feed(stream) == expected
+    splitter, got, at = LineSplitter(), [], 0
+    for size in cuts * (len(stream) // sum(cuts) + 1):
+        got += splitter.feed(stream[at : at + size])
+        at += size
+    assert got == expected and not splitter.partial
+
+
 def test_splitter_throws_a_huge_line_away_as_it_comes() -> None:
     splitter = LineSplitter()
     for _ in range(100):  # a million bytes without a newline
