@@ -451,15 +451,16 @@ class Connection(Mailbox):
             return
         if not block[0]:
             return
-        if edge is not None and not edge.shared_wire:
-            block = (edge.wire(block[2]), block[1], block[2])
-        elif edge is not None:
+        if edge is None:
+            self.pending = block[0]
+        elif not edge.shared_wire:
+            self.pending = edge.wire(block[2])
+        else:
             assert cursor is not None  # (the block starts there)
             encoded = blocks.get(~cursor)
             if encoded is None:
                 encoded = blocks[~cursor] = (edge.wire(block[2]), block[1], block[2])
-            block = encoded
-        self.pending = block[0]
+            self.pending = encoded[0]
         try:
             waiting = not self._send_pending()
         except (OSError, ssl.SSLError) as exc:

@@ -129,6 +129,7 @@ class IrcEdge:
         self._out: list[str] = []  # IRC lines to send, in order
         self._replies: deque[Reply] = deque()
         self._reply = Reply("")  # the command being handled (or answered)
+        self._run = self._reply  # the last fast-path PRIVMSG's (see _say)
         self._expect: dict[str, tuple[Reply, Handler, Handler | None]] = {}
         self._next_ref = 0
         self._next_batch = 0
@@ -259,9 +260,10 @@ class IrcEdge:
         for _ in range(parts.count(None)):
             index = parts.index(None, at)
             raw = frames[index]
-            if raw.startswith(b'{"type":"message"') and b'"ref":' not in raw:
+            at = raw.rfind(b',"ref":"')  # (from the end: a ref comes last)
+            if at == -1 and raw.startswith(b'{"type":"message"'):
                 parts[index] = self.gateway.rendered_message(raw, self.view, self._renders)
-            elif self._quiet_answer(raw):
+            elif at != -1 and self._quiet_answer(raw, at):
                 parts[index] = b""
                 if replies and not replies[0].waiting:
                     self._flush_replies()
@@ -269,7 +271,7 @@ class IrcEdge:
                         return b"".join(parts[: index + 1]), index + 1  # type: ignore[arg-type]
             else:
                 return b"".join(parts[:index]), index  # type: ignore[arg-type]
-            at = index + 1
+            at = index + 1  # (where the next one not found rendered is looked for)
         return b"".join(parts), len(frames)  # type: ignore[arg-type]
 
     def close(self) -> bytes:
@@ -414,12 +416,18 @@ class IrcEdge:
         text = text.strip()
         if not text or text == "/me":
             return False
-        # What request() makes of {"type": "send", "room": room, "text": text}, made here.
-        reply = self._reply = Reply("PRIVMSG", waiting=1, target=target)
+        # What request() makes of {"type": "send", "room": room, "text": text}, made here;
+        # a run of them to one channel shares a Reply (none has lines unless refused).
+        replies, reply = self._replies, self._run
+        if replies and replies[-1] is reply and reply.waiting and reply.target == target:
+            reply.waiting += 1
+        else:
+            reply = self._run = Reply("PRIVMSG", waiting=1, target=target)
+            replies.append(reply)
+        self._reply = reply
         self._next_ref = number = self._next_ref + 1
         self._expect[str(number)] = (reply, quiet, self._not_said)
         self._frames.append(SEND % (room.encode(), to_json(text), number))
-        self._replies.append(reply)
         return True
 
     def _not_said(self, frame: Frame) -> None:
@@ -456,7 +464,7 @@ class IrcEdge:
                 self._flush_replies()  # (what was answered before it)
             self._out.append(self.gateway.message(raw, self.view))  # (rendered once for all)
             return
-        if self._quiet_answer(raw):
+        if self._quiet_answer(raw, raw.rfind(b',"ref":"')):
             return
         frame = json.loads(raw)
         ref = frame.get("ref")
@@ -473,13 +481,11 @@ class IrcEdge:
             return
         self._event(frame)
 
-    def _quiet_answer(self, raw: bytes) -> bool:
+    def _quiet_answer(self, raw: bytes, at: int) -> bool:
         """Our own message stored, without echo-message: nothing to say, no need to read
-        it (its ref comes last: the hub adds it so). Counted as answered: True."""
-        if raw.endswith(b'"}\n') and raw.startswith(QUIET_REPLIES):
-            at = raw.rfind(b',"ref":"')
-            if at == -1:
-                return False
+        it (its ref comes last: the hub adds it so; ``at`` is where ``,"ref":"`` is, or
+        -1). Counted as answered: True."""
+        if at != -1 and raw.endswith(b'"}\n') and raw.startswith(QUIET_REPLIES):
             ref = raw[at + 8 : -3].decode()
             expected = self._expect.get(ref)
             if expected is not None and expected[1] is quiet:

@@ -170,6 +170,10 @@ def message_lines(
 
 
 _MESSAGE_HEAD = b'{"type":"message","room":"'
+BACKSLASH, QUOTE = b'\\"'  # (as ints: a byte's test in bytes is cheapest so)
+# The line heads of (room, user) pairs, as bytes: a room's people say many things.
+HEAD_CACHE = 4096
+_HEADS: dict[tuple[bytes, bytes], bytes] = {}
 
 
 def plain_message(view: View, frame: bytes) -> bytes | None:
@@ -192,17 +196,23 @@ def plain_message(view: View, frame: bytes) -> bytes | None:
     if min(room_end, id_end, user_end, text_end) < 0:
         return None
     text = frame[user_end + 10 : text_end]
-    if not text or b"\\" in text or b'"' in text or text.startswith(b"/me "):
+    if not text or BACKSLASH in text or QUOTE in text or text.startswith(b"/me "):
         return None
-    room, user = frame[at:room_end].decode(), frame[id_end + 9 : user_end].decode()
-    head = f":{source(user)} PRIVMSG #{room} :"
+    names = (frame[at:room_end], frame[id_end + 9 : user_end])  # (room, user)
+    head = _HEADS.get(names)
+    if head is None:
+        if len(_HEADS) >= HEAD_CACHE:
+            _HEADS.clear()
+        room, user = names[0].decode(), names[1].decode()
+        head = _HEADS[names] = f":{source(user)} PRIVMSG #{room} :".encode()
     if len(head) + len(text) + 2 > MAX_LINE:
         return None
     if not (view.server_time or view.msgid or view.account):
-        return head.encode() + text + b"\r\n"  # (no tags to read)
+        return head + text + b"\r\n"  # (no tags to read)
+    room, user = names[0].decode(), names[1].decode()
     message_id = frame[room_end + 7 : id_end].decode()
     tags, _ = view.tags(frame[text_end + 8 : -3].decode(), f"{room}/{message_id}", user)
-    return (tags + head).encode() + text + b"\r\n"
+    return tags.encode() + head + text + b"\r\n"
 
 
 def dm_lines(

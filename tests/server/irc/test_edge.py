@@ -365,6 +365,41 @@ def test_the_privmsg_fast_path_does_what_the_general_path_does(
         )
 
 
+def test_a_run_of_privmsgs_is_answered_as_the_general_path_answers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fast-path PRIVMSGs to one channel share a reply: refusals still come in order,
+    each naming its channel as typed, and a command between them keeps its place."""
+    lines = [b"PRIVMSG #general :one", b"PRIVMSG #General :two", b"PING :between",
+             b"PRIVMSG #general :three", b"PRIVMSG #other :four", b"PRIVMSG #OTHER :five",
+             b"PRIVMSG #general :six"]  # fmt: skip
+    refusals = {1: "not_member", 2: "rate_limited", 4: "no_such_room"}  # (by send)
+    outputs = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            if not fast:
+                patch.setattr(IrcEdge, "_say", lambda self, line: False)
+            h = Harness()
+            _joined(h)
+            h.send("JOIN #other")
+            h.answer(h.last("join"), type="joined", room="other", members=["alice"],
+                     last_id=0, history=[])  # fmt: skip
+            h._keep(h.edge.receive(b"".join(line + b"\r\n" for line in lines)))
+            sends = [frame for frame in h.sent if frame["type"] == "send"]
+            written = []
+            for n, send in enumerate(sends):
+                if n in refusals:
+                    got = h.answer(send, type="error", code=refusals[n], message="no")
+                else:
+                    got = h.answer(send, type="message", room=send["room"], id=n + 1,
+                                   user="alice", text=send["text"],
+                                   ts="2026-12-06T10:00:00.000Z")  # fmt: skip
+                written.append(got)
+            outputs.append(written)
+    assert outputs[0] == outputs[1]
+    assert any(":irc.securechat 404 alice #General " in line for line in outputs[0][1])
+
+
 def test_a_sender_waiting_for_its_messages_answers_gets_the_shared_block() -> None:
     a, b = Harness(), Harness()
     b.edge.gateway = a.edge.gateway
