@@ -9,8 +9,11 @@ import pytest
 
 from securechat.bench.store import main as store_bench
 from securechat.exceptions import StoreError, StoreUnavailable
+from securechat.server import store as store_module
 from securechat.server.store import (
     _MIGRATIONS,
+    CHECKPOINT_BEHIND,
+    CHECKPOINT_COMMITS,
     RETRY_AFTER,
     RETRY_AFTER_LOCKED,
     SCHEMA_VERSION,
@@ -42,6 +45,64 @@ def test_new_database_is_wal_and_versioned(tmp_path):
     conn = sqlite3.connect(tmp_path / "db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _wal_pages(path) -> int:
+    """Pages written to the WAL since it was last started afresh."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        conn.close()
+
+
+def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path, monkeypatch):
+    """A commit never copies the WAL back (SQLite's automatic checkpoint would, at 1,000
+    pages, in the I/O thread that commits); the checkpointer does, and once it has caught
+    up the writer starts the WAL afresh."""
+    monkeypatch.setattr(store_module, "CHECKPOINT_COMMITS", 10**9)  # (never woken)
+    store = SqliteStore(tmp_path / "db")
+    for n in range(1, 1201):
+        store.write([AddMessages("lobby", [message(n)])])
+    wal = tmp_path / "db-wal"
+    assert wal.stat().st_size > 1100 * 4096  # (past where SQLite would have checkpointed)
+    store.checkpointer.checkpoint()
+    assert store.checkpointer.behind == 0 and store.checkpointer.passes == 1
+    store.write([AddMessages("lobby", [message(1201)])])
+    assert _wal_pages(tmp_path / "db") < 10  # (the WAL was started afresh)
+    assert store.room_counters() == {"lobby": 1201}
+    store.close()
+    assert not wal.exists()
+    reopened = SqliteStore(tmp_path / "db")
+    assert [m.id for m in reopened.recent("lobby", 3)] == [1199, 1200, 1201]
+    reopened.close()
+
+
+def test_the_checkpoint_thread_is_woken_by_commits(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    for n in range(1, CHECKPOINT_COMMITS + 1):
+        store.write([AddMessages("lobby", [message(n)])])
+    checkpointer = store.checkpointer
+    with checkpointer.done:
+        assert checkpointer.done.wait_for(lambda: checkpointer.passes >= 1, timeout=10)
+    store.close()
+
+
+def test_the_writer_copies_the_wal_itself_when_the_thread_falls_far_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "CHECKPOINT_COMMITS", 10**9)
+    store = SqliteStore(tmp_path / "db")
+    used = []
+    real = store_module.Checkpointer._checkpoint
+    monkeypatch.setattr(store_module.Checkpointer, "_checkpoint",
+                        staticmethod(lambda conn: used.append(conn) or real(conn)))  # fmt: skip
+    store.write([AddMessages("lobby", [message(1)])])
+    assert used == []
+    store.checkpointer.behind = CHECKPOINT_BEHIND + 1  # (what a pass under load may leave)
+    store.write([AddMessages("lobby", [message(2)])])
+    assert used == [store._writer] and store.checkpointer.behind == 0
+    store.write([AddMessages("lobby", [message(3)])])
+    assert used == [store._writer]  # (once, not after every commit)
+    store.close()
 
 
 def test_newer_database_is_refused_with_a_clear_message(tmp_path):
