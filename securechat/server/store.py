@@ -56,8 +56,8 @@ MAX_BATCH = 1000
 RETRY_AFTER = 5.0  # seconds a client is told to wait after a write was not stored
 RETRY_AFTER_LOCKED = 1.0  # ... when another process held the database (after busy_timeout)
 PROBE_INTERVAL = 5.0  # seconds between two tries of a write while writes fail (``probe``)
-CHECKPOINT_COMMITS = 64  # commits between two checkpoints (SQLite's own: 1,000 WAL pages)
-CHECKPOINT_BEHIND = 16_000  # WAL pages a checkpoint left behind: the writer copies them
+CHECKPOINT_COMMITS = 256  # commits between two checkpoints (about SQLite's 1,000 WAL pages)
+CHECKPOINT_WAL = 16_000  # WAL pages and no checkpoint complete: the writer completes one
 
 _SCHEMA = """
 CREATE TABLE rooms (
@@ -778,14 +778,14 @@ class Checkpointer:
     :data:`CHECKPOINT_COMMITS` commits: WAL mode lets a checkpoint run beside the
     writer, and the sqlite3 module lets go of the GIL meanwhile. A ``PASSIVE``
     checkpoint never waits for the writer, so under a steady stream of commits it may
-    not reach the end of the WAL, and SQLite starts the WAL afresh only once one has: a
-    pass is repeated while it gains on the writer, and if it still left more than
-    :data:`CHECKPOINT_BEHIND` pages, the writer copies them after its next commit, as
-    SQLite would have (a rare pause, rather than a WAL that grows without end).
+    miss the frames committed while it ran, and SQLite starts the WAL afresh only after
+    a checkpoint that missed none. If the WAL reaches :data:`CHECKPOINT_WAL` pages so,
+    the writer copies the few frames left after its next commit, as SQLite would have
+    (a short pause every 60 MiB or so of WAL, rather than a WAL that grows without end).
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self.behind = 0  # WAL pages the last pass left to copy (the writer reads it)
+        self.unfinished = False  # the WAL is long and not all copied: the writer finishes
         self.passes = 0  # checkpoints done (tests wait on :attr:`done` for it to grow)
         self.done = threading.Condition()
         self._conn = conn
@@ -797,9 +797,9 @@ class Checkpointer:
 
     def committed(self, writer: sqlite3.Connection, lock: threading.Lock) -> None:
         """(The writer, after each commit; ``lock`` is its own.) Wake the thread now and
-        then; copy the WAL here if the thread cannot keep up."""
-        if self.behind > CHECKPOINT_BEHIND:
-            self.behind = 0
+        then; finish its checkpoint here if the thread cannot."""
+        if self.unfinished:
+            self.unfinished = False
             with lock:
                 self._checkpoint(writer)
         self._commits += 1
@@ -808,16 +808,11 @@ class Checkpointer:
             self._wanted.set()
 
     def checkpoint(self) -> None:
-        """One checkpoint, repeated while it gains on the writer (the thread's work)."""
-        left = self._checkpoint(self._conn)
-        for _ in range(7):
-            if not left:  # (caught up, or failed)
-                break
-            again = self._checkpoint(self._conn)  # (what the writer added meanwhile)
-            if again is None or again >= left:
-                break
-            left = again
-        self.behind = left or 0
+        """One checkpoint (the thread's work)."""
+        got = self._checkpoint(self._conn)
+        if got is not None:
+            pages, left = got
+            self.unfinished = left > 0 and pages >= CHECKPOINT_WAL
         with self.done:
             self.passes += 1
             self.done.notify_all()
@@ -837,14 +832,15 @@ class Checkpointer:
             self.checkpoint()
 
     @staticmethod
-    def _checkpoint(conn: sqlite3.Connection) -> int | None:
-        """A PASSIVE checkpoint on ``conn``: the WAL pages it left, or None if it failed."""
+    def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int] | None:
+        """A PASSIVE checkpoint on ``conn``: the WAL's pages and how many it left
+        uncopied; None if it failed."""
         try:
             _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # (a full or failing disk: commits say so too)
             log.warning("checkpoint failed (the next one tries again): %s", exc)
             return None
-        return max(0, pages - copied)
+        return pages, max(0, pages - copied)
 
 
 Callback = Callable[[], None]
