@@ -8,13 +8,14 @@ with the bytes a browser would send, cut anywhere.
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from securechat.exceptions import FrameTooLarge
 from securechat.server.web import websocket
-from securechat.server.web.websocket import WebSocketCodec
+from securechat.server.web.websocket import WebSocketCodec, text_frame
 from tests.outbox import frames_of
 
 LIMIT = 4096
@@ -151,3 +152,13 @@ def test_the_cache_stays_small_and_large_frames_stay_out(monkeypatch):
     data = codec.wire(frames_of(b"".join(f + b"\n" for f in [*frames, big])))
     assert cache.size <= 10_000 + 2 * 200 and big not in cache.frames
     assert [e.data.encode() for e in read(data)] == [*frames, big]
+
+
+@given(st.one_of(st.integers(0, 300), st.integers(65_400, 65_700), st.just(200_000)))
+def test_a_text_frame_is_what_the_library_would_serialize(size):
+    """The one frame written by hand: every length class (7, 16 and 64 bits) and the
+    lengths around each boundary give websockets' bytes, and wsproto reads it back."""
+    payload = bytes(i % 251 % 128 for i in range(size))  # (ASCII: valid UTF-8)
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)
+    [event] = read(text_frame(payload))
+    assert event.data.encode() == payload and event.message_finished
