@@ -57,7 +57,7 @@ RETRY_AFTER = 5.0  # seconds a client is told to wait after a write was not stor
 RETRY_AFTER_LOCKED = 1.0  # ... when another process held the database (after busy_timeout)
 PROBE_INTERVAL = 5.0  # seconds between two tries of a write while writes fail (``probe``)
 CHECKPOINT_COMMITS = 256  # commits between two checkpoints (about SQLite's 1,000 WAL pages)
-CHECKPOINT_WAL = 16_000  # WAL pages and no checkpoint complete: the writer completes one
+CHECKPOINT_WAL = 4_000  # WAL pages (16 MiB) not started afresh: the writer checkpoints
 
 _SCHEMA = """
 CREATE TABLE rooms (
@@ -777,15 +777,16 @@ class Checkpointer:
     Here a thread with a connection of its own does it, woken every
     :data:`CHECKPOINT_COMMITS` commits: WAL mode lets a checkpoint run beside the
     writer, and the sqlite3 module lets go of the GIL meanwhile. A ``PASSIVE``
-    checkpoint never waits for the writer, so under a steady stream of commits it may
-    miss the frames committed while it ran, and SQLite starts the WAL afresh only after
-    a checkpoint that missed none. If the WAL reaches :data:`CHECKPOINT_WAL` pages so,
-    the writer copies the few frames left after its next commit, as SQLite would have
-    (a short pause every 60 MiB or so of WAL, rather than a WAL that grows without end).
+    checkpoint never waits for the writer, so under a steady stream of commits it misses
+    the frames committed while it ran, and SQLite starts the WAL afresh (writes it from
+    its start again) only when a write begins with every frame copied. So once the WAL
+    is :data:`CHECKPOINT_WAL` pages long, the writer copies the few frames committed
+    since the thread's pass, after its next commit, and its next write starts the WAL
+    afresh: a short pause every 16 MiB of WAL, rather than a WAL that grows without end.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self.unfinished = False  # the WAL is long and not all copied: the writer finishes
+        self.unfinished = False  # the WAL is long: the writer finishes a checkpoint
         self.passes = 0  # checkpoints done (tests wait on :attr:`done` for it to grow)
         self.done = threading.Condition()
         self._conn = conn
@@ -811,8 +812,7 @@ class Checkpointer:
         """One checkpoint (the thread's work)."""
         got = self._checkpoint(self._conn)
         if got is not None:
-            pages, left = got
-            self.unfinished = left > 0 and pages >= CHECKPOINT_WAL
+            self.unfinished = got[0] >= CHECKPOINT_WAL
         with self.done:
             self.passes += 1
             self.done.notify_all()
@@ -833,8 +833,8 @@ class Checkpointer:
 
     @staticmethod
     def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int] | None:
-        """A PASSIVE checkpoint on ``conn``: the WAL's pages and how many it left
-        uncopied; None if it failed."""
+        """A PASSIVE checkpoint on ``conn``: the WAL's pages and how many of them it
+        left uncopied (of those there when it began); None if it failed."""
         try:
             _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # (a full or failing disk: commits say so too)

@@ -89,9 +89,10 @@ def test_the_checkpoint_thread_is_woken_by_commits(tmp_path):
 
 
 def test_the_writer_finishes_a_checkpoint_the_thread_cannot(tmp_path, monkeypatch):
-    """Under steady commits a PASSIVE pass may always miss the last frames, and the WAL
-    is only started afresh after one that missed none: once it is CHECKPOINT_WAL pages
-    long so, the writer copies the rest after its next commit, once."""
+    """Under steady commits a PASSIVE pass misses the frames committed while it ran, and
+    the WAL is only started afresh by a write that begins with every frame copied: once
+    the WAL is CHECKPOINT_WAL pages long, the writer copies the rest after its next
+    commit (once), and the write after that starts the WAL afresh."""
     monkeypatch.setattr(store_module, "CHECKPOINT_COMMITS", 10**9)
     store = SqliteStore(tmp_path / "db")
     checkpointer, used, passes = store.checkpointer, [], []
@@ -102,17 +103,20 @@ def test_the_writer_finishes_a_checkpoint_the_thread_cannot(tmp_path, monkeypatc
         return passes.pop(0) if conn is not store._writer else real(conn)
 
     monkeypatch.setattr(store_module.Checkpointer, "_checkpoint", staticmethod(checkpoint))
-    store.write([AddMessages("lobby", [message(1)])])
-    for pages, left, unfinished in ((CHECKPOINT_WAL - 1, 3, False), (CHECKPOINT_WAL, 0, False),
-                                    (CHECKPOINT_WAL, 3, True)):  # fmt: skip
-        passes.append((pages, left))  # (what the thread's pass found)
+    for n in range(1, 101):
+        store.write([AddMessages("lobby", [message(n)])])
+    for pages, unfinished in ((CHECKPOINT_WAL - 1, False), (CHECKPOINT_WAL, True)):
+        passes.append((pages, 0))  # (what a pass racing the writer reports: all copied)
         checkpointer.checkpoint()
         assert checkpointer.unfinished is unfinished
     assert store._writer not in used
-    store.write([AddMessages("lobby", [message(2)])])
+    store.write([AddMessages("lobby", [message(101)])])
     assert used[-1] is store._writer and not checkpointer.unfinished
-    store.write([AddMessages("lobby", [message(3)])])
+    size = (tmp_path / "db-wal").stat().st_size
+    for n in range(102, 152):
+        store.write([AddMessages("lobby", [message(n)])])
     assert used.count(store._writer) == 1  # (once, not after every commit)
+    assert (tmp_path / "db-wal").stat().st_size == size  # (written from its start again)
     store.close()
 
 
