@@ -810,9 +810,9 @@ class Checkpointer:
 
     def checkpoint(self) -> None:
         """One checkpoint (the thread's work)."""
-        got = self._checkpoint(self._conn)
-        if got is not None:
-            self.unfinished = got[0] >= CHECKPOINT_WAL
+        pages = self._checkpoint(self._conn)
+        if pages is not None:
+            self.unfinished = pages >= CHECKPOINT_WAL
         with self.done:
             self.passes += 1
             self.done.notify_all()
@@ -832,15 +832,15 @@ class Checkpointer:
             self.checkpoint()
 
     @staticmethod
-    def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int] | None:
-        """A PASSIVE checkpoint on ``conn``: the WAL's pages and how many of them it
-        left uncopied (of those there when it began); None if it failed."""
+    def _checkpoint(conn: sqlite3.Connection) -> int | None:
+        """A PASSIVE checkpoint on ``conn``: the WAL's length in pages (since it was last
+        started afresh); None if it failed. (How many it copied says little: all those
+        there when it began, while the writer may have added more.)"""
         try:
-            _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         except sqlite3.Error as exc:  # (a full or failing disk: commits say so too)
             log.warning("checkpoint failed (the next one tries again): %s", exc)
             return None
-        return pages, max(0, pages - copied)
 
 
 Callback = Callable[[], None]

@@ -260,10 +260,10 @@ class IrcEdge:
         for _ in range(parts.count(None)):
             index = parts.index(None, at)
             raw = frames[index]
-            at = raw.rfind(b',"ref":"')  # (from the end: a ref comes last)
-            if at == -1 and raw.startswith(b'{"type":"message"'):
+            ref_at = raw.rfind(b',"ref":"')  # (from the end: a ref comes last)
+            if ref_at == -1 and raw.startswith(b'{"type":"message"'):
                 parts[index] = self.gateway.rendered_message(raw, self.view, self._renders)
-            elif at != -1 and self._quiet_answer(raw, at):
+            elif ref_at != -1 and self._quiet_answer(raw, ref_at):
                 parts[index] = b""
                 if replies and not replies[0].waiting:
                     self._flush_replies()
